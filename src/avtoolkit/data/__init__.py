@@ -1,0 +1,1 @@
+"""Everything before the model: readers of the published layouts, mixing, datamodules, synthetic data."""

@@ -1,0 +1,37 @@
+"""Keys and shapes of the samples and batches that flow from the datamodules to the tasks.
+
+Every dataset returns a ``dict[str, Tensor]`` using only these keys; collation adds the leading batch
+dimension ``B``. Shapes are given per batch. ``N`` sources per mixture, ``L`` audio samples, ``Tv`` frames
+per source, ``T`` video frames of a segmentation clip, ``H×W`` image size.
+
+Separation (mix-and-separate):
+    MIXTURE     (B, L) float32      sum of the scaled sources
+    SOURCES     (B, N, L) float32   the scaled sources (the targets)
+    FRAMES      (B, N, Tv, 3, H, W) uint8 from the workers, float32 in [0, 1] after device transfer
+    VISUAL_EMB  (B, N, D) float32   precomputed frame embeddings (instead of FRAMES)
+    LABELS      (B, N) int64        class index of each source (for per-class analysis)
+
+Segmentation (AVSBench S4 / MS3 / AVSS):
+    FRAMES      (B, T, 3, H, W) uint8 from the workers, float32 in [0, 1] after device transfer
+    WAVEFORM    (B, L) float32      16 kHz audio of the clip (workers)
+    AUDIO       (B, T, 1, 96, 64)   VGGish log-mel, one 0.96 s window per frame (computed on device)
+    MASKS       (B, T, H, W) int64  0/1 (S4, MS3) or class index 0..C-1 with 0 = background (AVSS)
+    MASK_VALID  (B, T) bool         frames that have a ground-truth mask (evaluated/trained on)
+"""
+
+from collections.abc import Mapping
+
+from torch import Tensor
+
+MIXTURE = "mixture"
+SOURCES = "sources"
+FRAMES = "frames"
+VISUAL_EMB = "visual_emb"
+LABELS = "labels"
+WAVEFORM = "waveform"
+AUDIO = "audio"
+MASKS = "masks"
+MASK_VALID = "mask_valid"
+
+Batch = Mapping[str, Tensor]
+"""A batch (or a sample before collation): keys from this module, values tensors."""

@@ -1,0 +1,1 @@
+"""Offline real-media synthetic audio-visual datasets in the official layouts (specs/data.md)."""
