@@ -29,7 +29,7 @@ def audio_info(path: str | Path) -> tuple[int, int]:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise DatasetError(f"cannot read audio file {path}: {err}. Re-create or remove it.") from err
+        raise DatasetError(f"cannot read audio file {path}: {str(err).rstrip('.')}. Re-create or remove it.") from err
     return int(info.samplerate), int(info.frames)
 
 
@@ -78,7 +78,7 @@ def read_audio(
             f.seek(min(start, total))
             data = f.read(frames=min(count, max(total - start, 0)), dtype="float32", always_2d=True)
     except sf.LibsndfileError as err:
-        raise DatasetError(f"cannot decode audio file {path}: {err}. Re-create or remove it.") from err
+        raise DatasetError(f"cannot decode audio file {path}: {str(err).rstrip('.')}. Re-create or remove it.") from err
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if mono.shape[0] < count:
         mono = np.pad(mono, (0, count - mono.shape[0]))
@@ -113,6 +113,8 @@ class Spectrogram(nn.Module):
         hop_length: Hop in samples (256 in the recipe: 256 frames for a 65535-sample window).
         warp_bins: Rows of the log-frequency-warped spectrogram the network sees; ``None`` disables the warp.
     """
+
+    window: Tensor
 
     def __init__(self, n_fft: int = 1022, hop_length: int = 256, warp_bins: int | None = 256) -> None:
         super().__init__()
@@ -191,7 +193,10 @@ def vggish_mel_matrix(
 
     bins_mel = hz_to_mel(torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64))
     edges = torch.linspace(
-        float(hz_to_mel(torch.tensor(f_min))), float(hz_to_mel(torch.tensor(f_max))), n_mels + 2, dtype=torch.float64
+        float(hz_to_mel(torch.tensor(f_min))),
+        float(hz_to_mel(torch.tensor(f_max))),
+        n_mels + 2,
+        dtype=torch.float64,
     )
     lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
     rising = (bins_mel[:, None] - lower) / (center - lower)
@@ -213,6 +218,8 @@ class VGGishLogMel(nn.Module):
         pad: How missing examples are filled.
     """
 
+    window: Tensor
+    mel: Tensor
     sample_rate = 16000
     window_length = 400
     hop_length = 160
@@ -228,20 +235,34 @@ class VGGishLogMel(nn.Module):
         self.register_buffer("window", torch.hann_window(self.window_length, periodic=True), persistent=False)
         self.register_buffer("mel", vggish_mel_matrix(), persistent=False)
 
-    def forward(self, waveform: Tensor) -> Tensor:
-        """``(B, L)`` 16 kHz waveform → ``(B, n_examples, 1, 96, 64)`` log-mel examples."""
+    def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``(B, L)`` 16 kHz waveform → ``(B, n_examples, 1, 96, 64)`` log-mel examples.
+
+        Args:
+            waveform: Audio, possibly zero-padded at the end.
+            lengths: ``(B,)`` samples of each row that are real audio; examples that need padding samples are
+                filled as ``pad`` says. ``None``: all of ``L`` is real.
+        """
         frames = waveform.float().unfold(-1, self.window_length, self.hop_length)  # (B, n_frames, 400)
         magnitude = torch.fft.rfft(frames * self.window, n=self.n_fft).abs()
         log_mel = torch.log(magnitude @ self.mel + 0.01)  # (B, n_frames, 64)
-        n_available = log_mel.shape[1] // self.example_frames
-        examples = log_mel[:, : n_available * self.example_frames].reshape(
-            log_mel.shape[0], n_available, self.example_frames, -1
-        )[:, : self.n_examples]
-        missing = self.n_examples - examples.shape[1]
-        if missing > 0:
-            if self.pad == "repeat" and examples.shape[1] > 0:
-                filler = examples[:, -1:].expand(-1, missing, -1, -1)
-            else:
-                filler = examples.new_zeros(examples.shape[0], missing, *examples.shape[2:])
-            examples = torch.cat([examples, filler], dim=1)
+        batch, n_frames = log_mel.shape[:2]
+        n_whole = n_frames // self.example_frames
+        examples = log_mel[:, : n_whole * self.example_frames].reshape(batch, n_whole, self.example_frames, -1)
+        if n_whole < self.n_examples:
+            examples = torch.cat(
+                [examples, examples.new_zeros(batch, self.n_examples - n_whole, *examples.shape[2:])], 1
+            )
+        examples = examples[:, : self.n_examples]
+        # Examples made only of real audio; the rest are repeats of the last real one, or zeros.
+        real_samples = torch.full((batch,), waveform.shape[-1]) if lengths is None else lengths.cpu()
+        real_frames = torch.clamp((real_samples - self.window_length) // self.hop_length + 1, min=0)
+        n_real = torch.clamp(real_frames // self.example_frames, max=self.n_examples).to(examples.device)
+        index = torch.arange(self.n_examples, device=examples.device).expand(batch, -1)
+        is_real = index < n_real[:, None]
+        if self.pad == "repeat":
+            source = torch.minimum(index, torch.clamp(n_real - 1, min=0)[:, None])
+            examples = torch.gather(examples, 1, source[:, :, None, None].expand_as(examples))
+            is_real = is_real | (n_real[:, None] > 0)
+        examples = examples * is_real[:, :, None, None]
         return examples.unsqueeze(2)

@@ -13,7 +13,8 @@ Separation (mix-and-separate):
 
 Segmentation (AVSBench S4 / MS3 / AVSS):
     FRAMES      (B, T, 3, H, W) uint8 from the workers, float32 in [0, 1] after device transfer
-    WAVEFORM    (B, L) float32      16 kHz audio of the clip (workers)
+    WAVEFORM    (B, L) float32      16 kHz audio of the clip, zero-padded to T seconds (workers)
+    WAVEFORM_LENGTH (B,) int64      samples of WAVEFORM that come from the file (the rest is padding)
     AUDIO       (B, T, 1, 96, 64)   VGGish log-mel, one 0.96 s window per frame (computed on device)
     MASKS       (B, T, H, W) int64  0/1 (S4, MS3) or class index 0..C-1 with 0 = background (AVSS)
     MASK_VALID  (B, T) bool         frames that have a ground-truth mask (evaluated/trained on)
@@ -29,6 +30,7 @@ FRAMES = "frames"
 VISUAL_EMB = "visual_emb"
 LABELS = "labels"
 WAVEFORM = "waveform"
+WAVEFORM_LENGTH = "waveform_length"
 AUDIO = "audio"
 MASKS = "masks"
 MASK_VALID = "mask_valid"

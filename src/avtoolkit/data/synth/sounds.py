@@ -114,7 +114,10 @@ def find_soundfont(path: str | Path | None = None) -> Path:
     if path is not None:
         found = Path(path)
         if not found.is_file():
-            raise DatasetError(f"soundfont not found: {found} (pass an existing .sf2/.sf3 file)")
+            raise DatasetError(
+                f"soundfont not found: {found}; pass an existing .sf2/.sf3 file with --soundfont, or leave it "
+                "unset to use the system's (`apt-get install fluidr3mono-gm-soundfont`)"
+            )
         return found
     for candidate in SOUNDFONT_CANDIDATES:
         if os.path.isfile(candidate):
@@ -160,7 +163,7 @@ def compose(voice: Voice, duration: float, rng: np.random.Generator) -> list[Not
 def _synth(soundfont: str, sample_rate: int) -> tuple[Any, int]:
     """One FluidSynth instance per process, soundfont and rate (loading a soundfont takes about a second)."""
     try:
-        import fluidsynth  # type: ignore[import-untyped]
+        import fluidsynth
     except ImportError as err:
         raise DatasetError(
             "FluidSynth is not available to Python: install the `synth` extra (pip install 'avtoolkit[synth]') "
@@ -184,8 +187,14 @@ def _write_mono(synth: Any, n: int) -> np.ndarray:
     left = np.zeros(n, dtype=np.float32)
     right = np.zeros(n, dtype=np.float32)
     status = fluidsynth._fl.fluid_synth_write_float(
-        ctypes.c_void_p(synth.synth), n, left.ctypes.data_as(ctypes.c_void_p), 0, 1,
-        right.ctypes.data_as(ctypes.c_void_p), 0, 1,
+        ctypes.c_void_p(synth.synth),
+        n,
+        left.ctypes.data_as(ctypes.c_void_p),
+        0,
+        1,
+        right.ctypes.data_as(ctypes.c_void_p),
+        0,
+        1,
     )
     if status != 0:
         raise DatasetError("FluidSynth failed to render audio (fluid_synth_write_float)")
@@ -200,11 +209,11 @@ def render(notes: list[Note], voice: Voice, duration: float, sample_rate: int, s
     """
     synth, sfid = _synth(str(soundfont), sample_rate)
     channel = _DRUM_CHANNEL if voice.percussion else 0
-    n_total = int(round(duration * sample_rate))
+    n_total = round(duration * sample_rate)
     n_render = -(-n_total // _BLOCK) * _BLOCK
 
     def on_grid(seconds: float) -> int:  # events take effect at block boundaries anyway: put them there
-        return int(round(seconds * sample_rate / _BLOCK)) * _BLOCK
+        return round(seconds * sample_rate / _BLOCK) * _BLOCK
 
     events: list[tuple[int, int, int, int]] = []  # (sample, order, pitch, velocity); note-offs first at ties
     for note in notes:

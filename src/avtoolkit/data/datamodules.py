@@ -1,0 +1,198 @@
+"""One LightningDataModule per task family, on a small shared base.
+
+Workers read and crop; :meth:`BaseAVDataModule.on_after_batch_transfer` does the device-side preparation
+(uint8 frames → float in [0, 1]; for segmentation the VGGish log-mel of the audio).
+"""
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from avtoolkit.data.audio import VGGishLogMel
+from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset
+from avtoolkit.data.batch import AUDIO, FRAMES, WAVEFORM, WAVEFORM_LENGTH
+from avtoolkit.data.mixing import MixAndSeparate
+from avtoolkit.data.music import class_names, read_split
+
+Split = Literal["train", "val", "test"]
+_STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+}
+
+
+class BaseAVDataModule(LightningDataModule):
+    """Split set-up, one DataLoader factory, and device-side batch preparation.
+
+    Args:
+        batch_size: Samples per batch (per process under DDP).
+        num_workers: DataLoader worker processes (0 reads in the main process).
+    """
+
+    def __init__(self, batch_size: int, num_workers: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.datasets: dict[Split, Dataset[dict[str, Tensor]]] = {}
+
+    def build_dataset(self, split: Split) -> Dataset[dict[str, Tensor]]:
+        """The dataset of one split (implemented by each datamodule)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        """Build the datasets the stage needs (once)."""
+        for split in _STAGE_SPLITS[stage]:
+            if split not in self.datasets:
+                self.datasets[split] = self.build_dataset(split)
+
+    def _loader(self, split: Split) -> DataLoader[dict[str, Tensor]]:
+        train = split == "train"
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        """Shuffled training batches (the last incomplete batch dropped)."""
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        """Validation batches in a fixed order."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        """Test batches in a fixed order."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        """Prediction batches (the test split)."""
+        return self._loader("test")
+
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        """On the device: frames to float in [0, 1]."""
+        if FRAMES in batch and batch[FRAMES].dtype == torch.uint8:
+            batch[FRAMES] = batch[FRAMES].float().div_(255.0)
+        return batch
+
+
+class SeparationDataModule(BaseAVDataModule):
+    """Mix-and-separate batches from a prepared MUSIC / MUSIC-21 / VGGSound-style tree (specs/data.md).
+
+    Args:
+        root: Dataset root holding ``{train,val,test}.csv``, ``audio/`` and ``frames/``.
+        n_sources: Clips mixed per sample.
+        sample_rate: Expected audio rate in Hz (files at another rate are an error).
+        window: Samples per training/evaluation window (65535 ≈ 6 s at 11025 Hz gives 256 STFT frames at hop 256).
+        frames_per_source: Frames per source, evenly spaced in the window.
+        image_size: Side of the square frames.
+        fps: Frame rate of the frame folders.
+        same_class_partners: Allow mixing two clips of the same class.
+        seed: Seed of the fixed evaluation mixtures.
+        batch_size: Mixtures per batch.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        n_sources: int = 2,
+        sample_rate: int = 11025,
+        window: int = 65535,
+        frames_per_source: int = 3,
+        image_size: int = 224,
+        fps: float = 8.0,
+        same_class_partners: bool = False,
+        seed: int = 0,
+        batch_size: int = 16,
+        num_workers: int = 2,
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.n_sources = n_sources
+        self.sample_rate = sample_rate
+        self.window = window
+        self.frames_per_source = frames_per_source
+        self.image_size = image_size
+        self.fps = fps
+        self.same_class_partners = same_class_partners
+        self.seed = seed
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Class names; ``LABELS`` index into them."""
+        return class_names(self.root)
+
+    def build_dataset(self, split: Split) -> MixAndSeparate:
+        """Mix-and-separate over the split's clips (random for train, fixed for val/test)."""
+        return MixAndSeparate(
+            read_split(self.root, split, self.sample_rate, self.fps),
+            n_sources=self.n_sources,
+            window=self.window,
+            frames_per_source=self.frames_per_source,
+            image_size=self.image_size,
+            train=split == "train",
+            same_class_partners=self.same_class_partners,
+            seed=self.seed,
+        )
+
+
+class SegmentationDataModule(BaseAVDataModule):
+    """AVSBench S4 / MS3 / AVSS batches in the official layouts, with the VGGish log-mel computed on the device.
+
+    Args:
+        dataset: Which benchmark layout ``root`` holds.
+        root: Dataset root (the folder with ``s4_meta_data.csv``, ``ms3_meta_data.csv`` or ``metadata.csv``).
+        image_size: Side of the square frames and masks.
+        avss_subsets: AVSS subsets to read (v1s, v1m, v2).
+        avss_frames: Frames per AVSS clip (v1 clips are zero-padded to it; padded frames are never evaluated).
+        batch_size: Clips per batch.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        dataset: Literal["s4", "ms3", "avss"],
+        root: str | Path,
+        image_size: int = 224,
+        avss_subsets: tuple[Literal["v1s", "v1m", "v2"], ...] = ("v1s", "v1m", "v2"),
+        avss_frames: int = 10,
+        batch_size: int = 4,
+        num_workers: int = 2,
+    ) -> None:
+        super().__init__(batch_size, num_workers)
+        self.save_hyperparameters()
+        self.dataset = dataset
+        self.root = Path(root)
+        self.image_size = image_size
+        self.avss_subsets = avss_subsets
+        self.avss_frames = avss_frames
+        # One 0.96 s window per frame; S4/MS3 repeat the last window when audio is short, AVSS zero-pads.
+        n_frames = avss_frames if dataset == "avss" else 5
+        self.log_mel = VGGishLogMel(n_frames, pad="zero" if dataset == "avss" else "repeat")
+
+    def build_dataset(self, split: Split) -> Dataset[dict[str, Tensor]]:
+        """The split of the chosen benchmark."""
+        if self.dataset == "s4":
+            return S4Dataset(self.root, split, self.image_size)
+        if self.dataset == "ms3":
+            return MS3Dataset(self.root, split, self.image_size)
+        return AVSSDataset(self.root, split, self.image_size, self.avss_subsets, self.avss_frames)
+
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        """On the device: frames to float, audio → VGGish log-mel ``(B, T, 1, 96, 64)``."""
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)
+        self.log_mel.to(batch[WAVEFORM].device)
+        batch[AUDIO] = self.log_mel(batch[WAVEFORM], batch.get(WAVEFORM_LENGTH))
+        return batch

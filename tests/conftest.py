@@ -1,0 +1,44 @@
+"""Test-wide settings (offline libraries, small thread pools) and shared dataset fixtures."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+# The committed fixture-tree scripts (tests/data/fixtures) are importable from every test folder.
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+
+from fixtures.make_avsbench import make_avss, make_ms3, make_s4  # noqa: E402
+from fixtures.make_music import make_music  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def music_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny prepared MUSIC-layout tree (3 classes; 6.5 s noisy-tone clips, 32×32 frames)."""
+    root = tmp_path_factory.mktemp("music")
+    make_music(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def avsbench_trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny S4, MS3 and AVSS trees in the official layouts."""
+    base = tmp_path_factory.mktemp("avsbench")
+    for name, make in (("s4", make_s4), ("ms3", make_ms3), ("avss", make_avss)):
+        make(base / name)
+    return {name: base / name for name in ("s4", "ms3", "avss")}
+
+
+@pytest.fixture(scope="session")
+def synthetic_music(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in synthetic MUSIC-layout dataset, size tiny (real instrument sounds and pictures)."""
+    from avtoolkit.data.synth import generate
+
+    return generate("music", tmp_path_factory.mktemp("synth") / "music", "tiny", progress=False)

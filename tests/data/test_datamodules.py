@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from avtoolkit.data.batch import AUDIO, FRAMES, LABELS, MASK_VALID, MASKS, MIXTURE, SOURCES, WAVEFORM
+from avtoolkit.data.datamodules import SegmentationDataModule, SeparationDataModule
+
+
+def first_batch(datamodule, stage="fit", loader="train_dataloader"):
+    datamodule.setup(stage)
+    batch = next(iter(getattr(datamodule, loader)()))
+    return datamodule.on_after_batch_transfer(batch, 0)
+
+
+def test_separation_batches(music_tree):
+    dm = SeparationDataModule(music_tree, window=8191, image_size=24, batch_size=2, num_workers=0)
+    batch = first_batch(dm)
+    assert batch[MIXTURE].shape == (2, 8191) and batch[SOURCES].shape == (2, 2, 8191)
+    assert batch[FRAMES].shape == (2, 2, 3, 3, 24, 24) and batch[FRAMES].dtype == torch.float32
+    assert float(batch[FRAMES].min()) >= 0.0 and float(batch[FRAMES].max()) <= 1.0
+    assert batch[LABELS].shape == (2, 2)
+    assert dm.class_names == ("accordion", "cello", "violin")
+    val_a = first_batch(dm, "validate", "val_dataloader")
+    val_b = first_batch(dm, "validate", "val_dataloader")
+    assert torch.equal(val_a[MIXTURE], val_b[MIXTURE])  # fixed evaluation mixtures
+    assert len(dm.train_dataloader()) == 3  # 6 training clips, batches of 2, last incomplete one dropped
+
+
+def test_separation_workers_give_the_same_evaluation_batches(music_tree):
+    kwargs = {"window": 8191, "image_size": 24, "batch_size": 3}
+    single = first_batch(SeparationDataModule(music_tree, num_workers=0, **kwargs), "test", "test_dataloader")
+    workers = first_batch(SeparationDataModule(music_tree, num_workers=2, **kwargs), "test", "test_dataloader")
+    assert all(torch.equal(single[k], workers[k]) for k in single)
+
+
+@pytest.mark.parametrize(("name", "frames"), [("s4", 5), ("ms3", 5), ("avss", 10)])
+def test_segmentation_batches_get_log_mel_on_the_device(avsbench_trees, name, frames):
+    dm = SegmentationDataModule(name, avsbench_trees[name], image_size=32, batch_size=2, num_workers=0)
+    batch = first_batch(dm, "test", "test_dataloader")
+    assert batch[FRAMES].shape == (2, frames, 3, 32, 32) and batch[FRAMES].dtype == torch.float32
+    assert batch[AUDIO].shape == (2, frames, 1, 96, 64)
+    assert batch[WAVEFORM].shape == (2, frames * 16000)
+    assert batch[MASKS].shape == (2, frames, 32, 32) and batch[MASK_VALID].shape == (2, frames)
+    assert torch.isfinite(batch[AUDIO]).all()

@@ -1,0 +1,88 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from avtoolkit.data.batch import FRAMES, LABELS, MIXTURE, SOURCES
+from avtoolkit.data.errors import DatasetError
+from avtoolkit.data.mixing import MixAndSeparate
+from avtoolkit.data.music import read_split
+
+WINDOW = 8191
+
+
+def dataset(root, split="train", **kwargs):
+    options = {"window": WINDOW, "frames_per_source": 3, "image_size": 24, "train": split == "train"}
+    return MixAndSeparate(read_split(root, split), **{**options, **kwargs})
+
+
+def test_sample_keys_shapes_and_mixing(music_tree):
+    sample = dataset(music_tree, "val")[0]
+    assert set(sample) == {MIXTURE, SOURCES, FRAMES, LABELS}
+    assert sample[MIXTURE].shape == (WINDOW,) and sample[SOURCES].shape == (2, WINDOW)
+    assert sample[FRAMES].shape == (2, 3, 3, 24, 24) and sample[FRAMES].dtype == torch.uint8
+    assert torch.allclose(sample[SOURCES].sum(0), sample[MIXTURE])
+    assert sample[LABELS][0] != sample[LABELS][1]  # partners of another class by default
+
+
+def test_evaluation_samples_are_fixed_and_centred(music_tree):
+    first, again = dataset(music_tree, "test")[1], dataset(music_tree, "test")[1]
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    clips = read_split(music_tree, "test")
+    source = first[SOURCES][0] * 2  # divided by N = 2, no gain at evaluation
+    from avtoolkit.data.audio import read_audio
+
+    start = (clips[1].n_samples - WINDOW) // 2
+    assert torch.allclose(source, read_audio(clips[1].audio, clips[1].sample_rate, start, WINDOW))
+
+
+def test_training_samples_vary_and_follow_the_torch_seed(music_tree):
+    data = dataset(music_tree)
+    torch.manual_seed(0)
+    a = data[0][MIXTURE]
+    torch.manual_seed(0)
+    assert torch.equal(a, data[0][MIXTURE])
+    assert not torch.equal(data[0][MIXTURE], data[0][MIXTURE])
+    gains = torch.stack([data[0][SOURCES][0].abs().max() for _ in range(20)])
+    assert gains.std() > 0  # random gain U(0.5, 1.5)
+
+
+def test_three_sources_all_of_different_classes(music_tree):
+    labels = dataset(music_tree, n_sources=3)[2][LABELS]
+    assert len(set(labels.tolist())) == 3
+
+
+def test_same_class_partners_allowed_on_request(music_tree):
+    data = dataset(music_tree, n_sources=2, same_class_partners=True)
+    torch.manual_seed(1)
+    assert any(len(set(data[i][LABELS].tolist())) == 1 for i in range(len(data)) for _ in range(4))
+
+
+def test_short_clips_are_counted_and_left_out(music_tree):
+    clips = read_split(music_tree, "train")
+    short = [replace(clips[0], n_samples=100), *clips[1:]]
+    with pytest.warns(UserWarning, match=r"1 of 6 clips are shorter than the 8191-sample window"):
+        data = MixAndSeparate(short, window=WINDOW)
+    assert data.n_skipped_short == 1 and len(data) == 5
+    with (
+        pytest.warns(UserWarning, match="6 of 6 clips"),
+        pytest.raises(DatasetError, match="from 0 usable clips"),
+    ):
+        MixAndSeparate(clips, window=clips[0].n_samples + 1)
+
+
+def test_too_few_classes_is_a_clear_error(music_tree):
+    clips = read_split(music_tree, "train")
+    one_class = [c for c in clips if c.label == clips[0].label]
+    with pytest.raises(DatasetError, match="cannot mix 2 sources from 2 usable clips of 1 classes"):
+        MixAndSeparate(one_class, window=WINDOW)
+
+
+def test_frames_follow_the_window(music_tree):
+    clips = read_split(music_tree, "test")
+    data = dataset(music_tree, "test", frames_per_source=2)
+    sample = data[0]
+    # frames at the centres of the two window halves: distinct frames of the same clip
+    assert not torch.equal(sample[FRAMES][0, 0], sample[FRAMES][0, 1])
+    assert np.all(sample[FRAMES].numpy() >= 0) and clips
