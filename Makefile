@@ -1,0 +1,50 @@
+# avtoolkit: the two commands of a fresh clone are `make demo` and `make test`; both set everything up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONSTRAINTS := $(abspath requirements/constraints.txt)
+STAMP := $(VENV)/.installed
+# Every pip install (ours, and a user's inside the venv via .venv/pip.conf) honours the pins.
+export PIP_CONSTRAINT := $(CONSTRAINTS)
+# No code path of ours downloads models; this stops libraries from trying (laion-clap, transformers).
+export HF_HUB_OFFLINE := 1
+
+.PHONY: demo test install system-deps lint benchmarks clean
+
+demo: install system-deps ## Generate the small synthetic MUSIC data, train + test Sound of Pixels, write a report
+	$(BIN)/avtoolkit data synth music data/synthetic/music --size small
+	$(BIN)/avtoolkit fit --config configs/experiment/quickstart_sop.yaml
+	$(BIN)/avtoolkit test --config configs/experiment/quickstart_sop.yaml \
+		--ckpt_path runs/quickstart_sop/checkpoints/best.ckpt
+
+test: install system-deps ## Run the test suite (fast tests; `make test PYTEST_ARGS="-m slow"` for the long ones)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP) ## Create .venv with the pinned dependencies
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "avtoolkit needs Python >= 3.11; found: $$($(PYTHON) --version 2>&1). Run e.g. make PYTHON=python3.11 ..."; exit 1; }
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { \
+		echo "The Python venv module is missing: install it (Debian: apt-get install python3-venv)."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	printf '[install]\nconstraint = %s\n' "$(CONSTRAINTS)" > $(VENV)/pip.conf
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	touch $@
+
+system-deps: ## Install the Debian packages the synthetic data needs (when root), or say what to install
+	@scripts/system-deps.sh
+
+lint: install ## ruff + mypy on the sources
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+benchmarks: install system-deps ## Speed and quality targets (each script exits non-zero on a miss)
+	$(BIN)/python benchmarks/bss_eval_speed.py
+	$(BIN)/python benchmarks/sep_pipeline.py
+
+clean: ## Remove generated data, runs and reports (keeps .venv)
+	rm -rf data/synthetic runs reports lightning_logs

@@ -1,0 +1,1 @@
+"""Visual and audio encoders."""

@@ -1,0 +1,1 @@
+"""Separation networks: spectrogram + per-source visual input → per-source mask logits."""

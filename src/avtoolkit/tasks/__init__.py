@@ -1,0 +1,1 @@
+"""LightningModules, one per problem type: segmentation and separation."""

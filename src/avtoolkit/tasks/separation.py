@@ -1,0 +1,165 @@
+"""Audio-visual source separation by mix-and-separate (Sound-of-Pixels lineage, specs/separation.md)."""
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+
+from avtoolkit.data.audio import Spectrogram
+from avtoolkit.data.batch import LABELS, MIXTURE, SOURCES, Batch
+from avtoolkit.losses.masks import mask_weight, weighted_bce, weighted_l1
+from avtoolkit.metrics.separation import SeparationMetrics
+from avtoolkit.models.separation.base import SeparationModel, SeparationOutput
+from avtoolkit.tasks.base import BaseAVTask
+
+_EPS = 1e-10
+_RATIO_MAX = 5.0
+
+
+class AVSeparationTask(BaseAVTask):
+    """Separate each source of a mixture guided by its picture.
+
+    The task owns the spectral front end: STFT of the mixture and sources on the batch's device, log-frequency
+    warp, mask targets and weights; the network maps the mixture's log-magnitude and the per-source visual input
+    to one mask per source. At evaluation the mask is unwarped, applied to the mixture magnitude, and inverted
+    with the mixture phase; SDR/SIR/SAR are computed on the waveforms.
+
+    Args:
+        model: The separation network.
+        n_fft: STFT size.
+        hop_length: STFT hop in samples.
+        warp_bins: Rows of the log-frequency-warped spectrogram (``None``: no warp).
+        mask: "binary" (target: source > ½ mixture, weighted BCE, sigmoid) or "ratio" (target: source / mixture
+            clamped to [0, 5], weighted L1, softplus: a ReLU output dies at zero masks and cannot recover).
+        mask_threshold: Binarise predicted masks at this value at evaluation (Sound of Pixels: 0.5); ``None``
+            keeps soft masks.
+        val_backend: BSS Eval implementation during validation ("fast": batched torch).
+        test_backend: BSS Eval implementation during testing ("mir_eval": the exact reference).
+        optimizer: Optimiser factory.
+        lr_scheduler: Scheduler factory, or ``None``.
+        lr_scheduler_interval: Step the scheduler per optimiser step or per epoch.
+    """
+
+    def __init__(
+        self,
+        model: SeparationModel,
+        n_fft: int = 1022,
+        hop_length: int = 256,
+        warp_bins: int | None = 256,
+        mask: Literal["binary", "ratio"] = "binary",
+        mask_threshold: float | None = None,
+        val_backend: Literal["fast", "mir_eval"] = "fast",
+        test_backend: Literal["fast", "mir_eval"] = "mir_eval",
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["step", "epoch"] = "step",
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
+        self.model = model
+        self.spectrogram = Spectrogram(n_fft, hop_length, warp_bins)
+        self.mask = mask
+        self.mask_threshold = mask_threshold
+        self.val_metrics = SeparationMetrics(backend=val_backend)
+        self.test_metrics = SeparationMetrics(backend=test_backend)
+
+    # -- the shared forward pass -----------------------------------------------------------------------------
+
+    def _separate(self, batch: Batch) -> tuple[SeparationOutput, dict[str, Tensor]]:
+        """Front end + network. Returns the network output and the spectrogram tensors used downstream."""
+        mixture_stft = self.spectrogram.stft(batch[MIXTURE])  # (B, F, T) complex
+        mixture_magnitude = mixture_stft.abs()
+        mixture_warped = self.spectrogram.warp(mixture_magnitude)  # (B, F', T)
+        log_mixture = torch.log(mixture_warped + _EPS).unsqueeze(1)  # (B, 1, F', T)
+        output = self.model(log_mixture, batch)
+        spectra = {
+            "mixture_magnitude": mixture_magnitude,
+            "mixture_phase": mixture_stft.angle(),
+            "mixture_warped": mixture_warped,
+        }
+        return output, spectra
+
+    def mask_activation(self, logits: Tensor) -> Tensor:
+        """Mask values from logits: sigmoid for binary masks, softplus (capped at 5) for ratio masks."""
+        if self.mask == "binary":
+            return torch.sigmoid(logits)
+        return torch.clamp(F.softplus(logits), max=_RATIO_MAX)
+
+    def _mask_loss(self, logits: Tensor, batch: Batch, mixture_warped: Tensor) -> Tensor:
+        """Weighted BCE (binary) or weighted L1 (ratio) against targets from the warped source magnitudes."""
+        sources_warped = self.spectrogram.warp(self.spectrogram.stft(batch[SOURCES]).abs())  # (B, N, F', T)
+        mixture = mixture_warped.unsqueeze(1)
+        weight = mask_weight(mixture).expand_as(sources_warped)
+        if self.mask == "binary":
+            target = (sources_warped > 0.5 * mixture).float()
+            return weighted_bce(logits, target, weight)
+        target = torch.clamp(sources_warped / (mixture + _EPS), 0.0, _RATIO_MAX)
+        return weighted_l1(self.mask_activation(logits), target, weight)
+
+    def linear_masks(self, mask_logits: Tensor) -> Tensor:
+        """Masks on the linear-frequency STFT grid ``(B, N, F, T)``: activation, unwarp, optional threshold."""
+        masks = self.spectrogram.unwarp(self.mask_activation(mask_logits))
+        if self.mask_threshold is not None:
+            masks = (masks > self.mask_threshold).float()
+        return masks
+
+    def estimate_sources(self, mask_logits: Tensor, spectra: dict[str, Tensor], length: int) -> Tensor:
+        """Waveforms ``(B, N, length)`` from mask logits: masks × mixture magnitude, mixture phase, iSTFT."""
+        magnitude = self.linear_masks(mask_logits) * spectra["mixture_magnitude"].unsqueeze(1)
+        phase = spectra["mixture_phase"].unsqueeze(1).expand_as(magnitude)
+        return self.spectrogram.istft(magnitude, phase, length)
+
+    # -- Lightning hooks -------------------------------------------------------------------------------------
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Separated waveforms ``(B, N, L)`` for a batch (mixture + per-source visual inputs)."""
+        output, spectra = self._separate(batch)
+        return self.estimate_sources(output.mask_logits, spectra, batch[MIXTURE].shape[-1])
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """Mask objective plus the network's auxiliary losses."""
+        output, spectra = self._separate(batch)
+        loss = self._mask_loss(output.mask_logits, batch, spectra["mixture_warped"])
+        batch_size = batch[MIXTURE].shape[0]
+        self.log("train/mask_loss", loss, batch_size=batch_size)
+        for name, value in output.losses.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+            loss = loss + value
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def _evaluate(self, batch: Batch, stage: Literal["val", "test"]) -> Tensor:
+        output, spectra = self._separate(batch)
+        loss = self._mask_loss(output.mask_logits, batch, spectra["mixture_warped"])
+        self.log(f"{stage}/loss", loss, batch_size=batch[MIXTURE].shape[0], sync_dist=True)
+        estimates = self.estimate_sources(output.mask_logits, spectra, batch[MIXTURE].shape[-1])
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(estimates, batch[SOURCES], batch[MIXTURE], batch.get(LABELS))
+        return estimates
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Loss and fast BSS Eval on the held-out mixtures."""
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """Loss and exact BSS Eval; returns the estimates for report callbacks."""
+        return {"estimates": self._evaluate(batch, "test")}
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """Separated waveforms ``(B, N, L)``."""
+        return self(batch)
+
+    def _log_metrics(self, metrics: SeparationMetrics, stage: str) -> None:
+        # compute() already syncs the metric states across processes: every rank logs the same values.
+        values = metrics.compute()
+        self.log_dict({f"{stage}/{name}": value.float() for name, value in values.items()}, sync_dist=False)
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log dataset-level separation metrics."""
+        self._log_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log dataset-level separation metrics."""
+        self._log_metrics(self.test_metrics, "test")

@@ -1,0 +1,108 @@
+"""The `avtoolkit` command: help, version, every shipped config, a real fit/test, the data commands."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from avtoolkit import __version__
+from avtoolkit.cli import lightning_cli, main
+from avtoolkit.tasks.separation import AVSeparationTask
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+EXPERIMENTS = sorted((CONFIGS / "experiment").glob("*.yaml"))
+PARTS = {kind: sorted((CONFIGS / kind).glob("*.yaml")) for kind in ("model", "data", "trainer")}
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
+    expected = {
+        ("--help",): "avtoolkit data --help",  # the training CLI points to the data commands
+        ("fit", "--help"): "--model.help",
+        ("data", "--help"): "synth",
+        ("data", "synth", "--help"): "Generate a built-in synthetic dataset",
+    }
+    for args, text in expected.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+        assert exit_info.value.code == 0
+        assert text in " ".join(capsys.readouterr().out.split())
+
+
+def test_console_script_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "avtoolkit", "--version"], capture_output=True, text=True, check=True
+    )
+    assert __version__ in result.stdout
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_configs_parse_and_build(config):
+    cli = lightning_cli(["--config", str(config), "--trainer.logger", "false"], run=False)
+    assert isinstance(cli.model, AVSeparationTask)
+    assert cli.datamodule is not None
+
+
+@pytest.mark.parametrize("kind", ["model", "data", "trainer"])
+def test_config_parts_parse(kind, capsys):
+    defaults = {"model": PARTS["model"][0], "data": PARTS["data"][0], "trainer": PARTS["trainer"][0]}
+    for part in PARTS[kind]:
+        chosen = {**defaults, kind: part}
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", *[f"--{k}={v}" for k, v in chosen.items()], "--print_config"])
+        assert exit_info.value.code == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["model"]["class_path"].startswith("avtoolkit.")
+
+
+def tiny_config(tmp_path: Path, root: Path) -> Path:
+    """The quick-start experiment shrunk to seconds: tiny networks, short windows, a few batches."""
+    config = yaml.safe_load((CONFIGS / "experiment" / "quickstart_sop.yaml").read_text())
+    trainer = config["trainer"]
+    trainer.update(max_epochs=1, limit_train_batches=2, limit_val_batches=1, default_root_dir=str(tmp_path))
+    trainer["logger"]["init_args"]["save_dir"] = str(tmp_path)
+    trainer["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
+    trainer["callbacks"][1]["init_args"]["dirpath"] = str(tmp_path / "report")
+    network = config["model"]["init_args"]["model"]["init_args"]
+    network.update(channels=4, unet_depth=3, unet_base_channels=4, unet_max_channels=8, backbone="test_resnet")
+    config["model"]["init_args"].update(n_fft=254, hop_length=128, warp_bins=32)
+    config["data"]["init_args"].update(root=str(root), window=4095, image_size=32, batch_size=2, num_workers=0)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_fit_test_and_reload_through_the_cli(synthetic_music, tmp_path):
+    config = tiny_config(tmp_path, synthetic_music)
+    main(["fit", "--config", str(config)])
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    assert best.is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    main(["test", "--config", str(config), "--ckpt_path", str(best)])
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| model |" in report and "SDRi" in report
+    task = AVSeparationTask.load_from_checkpoint(best)  # the CLI saved the network's config
+    assert isinstance(task, AVSeparationTask)
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    assert torch.equal(task.state_dict()["model.fusion.scale"], state["model.fusion.scale"])
+
+
+def test_data_commands_generate_and_check(tmp_path, capsys):
+    main(["data", "synth", "s4", str(tmp_path / "s4"), "--size", "tiny", "--workers", "1"])
+    assert "s4 dataset ready" in capsys.readouterr().out
+    main(["data", "check", "s4", str(tmp_path / "s4")])
+    assert "error" not in capsys.readouterr().out.lower().split("errors")[0]
+
+
+def test_check_exits_non_zero_on_a_broken_tree(tmp_path, capsys):
+    from fixtures.make_avsbench import make_s4
+
+    broken = make_s4(tmp_path / "s4", broken=["missing_frame"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "check", "s4", str(tmp_path / "s4")])
+    assert exit_info.value.code == 1
+    assert Path(broken["missing_frame"]).name in capsys.readouterr().out
