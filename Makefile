@@ -17,6 +17,7 @@ demo: install system-deps ## Generate the small synthetic MUSIC data, train + te
 	$(BIN)/avtoolkit fit --config configs/experiment/quickstart_sop.yaml
 	$(BIN)/avtoolkit test --config configs/experiment/quickstart_sop.yaml \
 		--ckpt_path runs/quickstart_sop/checkpoints/best.ckpt
+	@echo "Demo report: $(CURDIR)/reports/quickstart_sop/report.md"
 
 test: install system-deps ## Run the test suite (fast tests; `make test PYTEST_ARGS="-m slow"` for the long ones)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

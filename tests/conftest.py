@@ -37,8 +37,15 @@ def avsbench_trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def synthetic_music(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in synthetic MUSIC-layout dataset, size tiny (real instrument sounds and pictures)."""
-    from avtoolkit.data.synth import generate
+def synthetic_trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The built-in synthetic datasets, size tiny, in every layout (real instrument sounds and pictures)."""
+    from avtoolkit.data.synth import LAYOUTS, generate
 
-    return generate("music", tmp_path_factory.mktemp("synth") / "music", "tiny", progress=False)
+    base = tmp_path_factory.mktemp("synth")
+    return {layout: generate(layout, base / layout, "tiny", workers=1, progress=False) for layout in LAYOUTS}
+
+
+@pytest.fixture(scope="session")
+def synthetic_music(synthetic_trees: dict[str, Path]) -> Path:
+    """The tiny synthetic MUSIC-layout dataset."""
+    return synthetic_trees["music"]

@@ -69,7 +69,7 @@ class AVSeparationTask(BaseAVTask):
     def _separate(self, batch: Batch) -> tuple[SeparationOutput, dict[str, Tensor]]:
         """Front end + network. Returns the network output and the spectrogram tensors used downstream."""
         mixture_stft = self.spectrogram.stft(batch[MIXTURE])  # (B, F, T) complex
-        mixture_magnitude = mixture_stft.abs()
+        mixture_magnitude = self.spectrogram.magnitude(mixture_stft)
         mixture_warped = self.spectrogram.warp(mixture_magnitude)  # (B, F', T)
         log_mixture = torch.log(mixture_warped + _EPS).unsqueeze(1)  # (B, 1, F', T)
         output = self.model(log_mixture, batch)
@@ -88,7 +88,7 @@ class AVSeparationTask(BaseAVTask):
 
     def _mask_loss(self, logits: Tensor, batch: Batch, mixture_warped: Tensor) -> Tensor:
         """Weighted BCE (binary) or weighted L1 (ratio) against targets from the warped source magnitudes."""
-        sources_warped = self.spectrogram.warp(self.spectrogram.stft(batch[SOURCES]).abs())  # (B, N, F', T)
+        sources_warped = self.spectrogram.warp(self.spectrogram.magnitude(self.spectrogram.stft(batch[SOURCES])))
         mixture = mixture_warped.unsqueeze(1)
         weight = mask_weight(mixture).expand_as(sources_warped)
         if self.mask == "binary":

@@ -19,14 +19,10 @@ SPLITS = ("train", "val", "test")
 AVSS_INDEX = {c.name: AVSS_CLASSES.index(c.avss) for c in SEGMENTATION_CATEGORIES}
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> dict[str, Path]:
-    """Every layout, tiny, generated once in this process (workers=1)."""
-    base = tmp_path_factory.mktemp("synth")
-    return {
-        layout: generate(layout, base / layout, size="tiny", workers=1, progress=False)
-        for layout in synth_layouts.LAYOUTS
-    }
+@pytest.fixture
+def tiny(synthetic_trees) -> dict[str, Path]:
+    """Every layout, tiny, generated once per test session (tests/conftest.py)."""
+    return synthetic_trees
 
 
 def _manifest(root: Path) -> dict:
@@ -267,3 +263,23 @@ def test_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch):
         generate("s4", tmp_path / "s4", size="tiny", workers=1, progress=False)
     assert len(calls) == 3
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_readers_read_every_generated_layout(tiny):
+    """The generator and the readers agree on the official layouts (the point of writing them)."""
+    from avtoolkit.data import batch
+    from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset
+    from avtoolkit.data.check import check_tree
+    from avtoolkit.data.mixing import MixAndSeparate
+    from avtoolkit.data.music import read_split
+
+    for name, dataset in (("s4", S4Dataset), ("ms3", MS3Dataset), ("avss", AVSSDataset)):
+        for split in ("train", "val", "test"):
+            data = dataset(tiny[name], split, image_size=64)
+            sample = data[len(data) - 1]
+            assert sample[batch.MASKS][sample[batch.MASK_VALID]].any(), (name, split)  # sounding objects marked
+        report = check_tree(tiny[name], name)
+        assert report.ok, report.format()
+    mixtures = MixAndSeparate(read_split(tiny["music"], "test"), window=32767, image_size=64, train=False)
+    assert mixtures[0][batch.SOURCES].abs().amax(-1).min() > 0.01  # both sources audible
+    assert check_tree(tiny["music"], "music").ok
