@@ -1,5 +1,17 @@
 """The common fusion library: plain ``nn.Module``s that import only torch, no dataset or training knowledge."""
 
+from avtoolkit.fusion.attention import BidirectionalCrossAttention, CrossModalAttention, sine_positional_encoding_2d
+from avtoolkit.fusion.gating import GatedFusion
+from avtoolkit.fusion.hierarchical import HierarchicalFusion
 from avtoolkit.fusion.late import LateFusion
+from avtoolkit.fusion.middle import MiddleFusion
 
-__all__ = ["LateFusion"]
+__all__ = [
+    "BidirectionalCrossAttention",
+    "CrossModalAttention",
+    "GatedFusion",
+    "HierarchicalFusion",
+    "LateFusion",
+    "MiddleFusion",
+    "sine_positional_encoding_2d",
+]
