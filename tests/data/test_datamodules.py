@@ -1,7 +1,18 @@
 import pytest
 import torch
 
-from avtoolkit.data.batch import AUDIO, FRAMES, LABELS, MASK_VALID, MASKS, MIXTURE, SOURCES, WAVEFORM
+from avtoolkit.data.batch import (
+    AUDIO,
+    FRAMES,
+    LABELS,
+    MASK_VALID,
+    MASKS,
+    MIXTURE,
+    MIXTURE_EMB,
+    SOURCES,
+    VISUAL_EMB,
+    WAVEFORM,
+)
 from avtoolkit.data.datamodules import SegmentationDataModule, SeparationDataModule
 
 
@@ -41,3 +52,62 @@ def test_segmentation_batches_get_log_mel_on_the_device(avsbench_trees, name, fr
     assert batch[WAVEFORM].shape == (2, frames * 16000)
     assert batch[MASKS].shape == (2, frames, 32, 32) and batch[MASK_VALID].shape == (2, frames)
     assert torch.isfinite(batch[AUDIO]).all()
+
+
+class ColourEncoder(torch.nn.Module):
+    """A stand-in frozen image encoder: mean colour, padded to 4 dims; counts its calls."""
+
+    embedding_dim = 4
+    calls = 0
+
+    def identity(self) -> str:
+        return "colour-v1"
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        ColourEncoder.calls += 1
+        return torch.cat([frames.mean(dim=(-2, -1)), torch.ones(*frames.shape[:-3], 1)], -1)
+
+
+class LoudnessEncoder(torch.nn.Module):
+    """A stand-in frozen audio encoder: RMS and peak, at the data's rate."""
+
+    embedding_dim = 2
+    sample_rate = 11025
+
+    def identity(self) -> str:
+        return "loudness-v1"
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return torch.stack([waveform.pow(2).mean(-1).sqrt(), waveform.abs().amax(-1)], -1)
+
+
+def test_embedding_caches_are_filled_once_and_feed_the_batches(music_tree, tmp_path):
+    dm = SeparationDataModule(
+        music_tree,
+        window=8191,
+        image_size=24,
+        batch_size=2,
+        num_workers=0,
+        fixed_mixtures=4,
+        visual_encoder=ColourEncoder(),
+        mixture_encoder=LoudnessEncoder(),
+        cache_dir=tmp_path,
+    )
+    dm.prepare_data()
+    calls = ColourEncoder.calls
+    dm.prepare_data()  # a second run finds everything cached
+    assert ColourEncoder.calls == calls
+    train = first_batch(dm)
+    assert FRAMES not in train and train[VISUAL_EMB].shape == (2, 2, 4) and train[MIXTURE_EMB].shape == (2, 2)
+    # the cached loudness is the loudness of the very mixture in the batch (float16 storage)
+    rms = train[MIXTURE].pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(train[MIXTURE_EMB][:, 0], rms, atol=1e-3, rtol=1e-3)
+    test = first_batch(dm, "test", "test_dataloader")
+    assert test[MIXTURE_EMB].shape == (2, 2)
+
+
+def test_a_mixture_encoder_at_another_rate_is_rejected(music_tree, tmp_path):
+    encoder = LoudnessEncoder()
+    encoder.sample_rate = 48000
+    with pytest.raises(ValueError, match="expects 48000 Hz audio but the data is at 11025 Hz"):
+        SeparationDataModule(music_tree, mixture_encoder=encoder, cache_dir=tmp_path)

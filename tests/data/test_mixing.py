@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from avtoolkit.data.batch import FRAMES, LABELS, MIXTURE, SOURCES
+from avtoolkit.data.batch import FRAMES, LABELS, MIXTURE, MIXTURE_EMB, SOURCES, VISUAL_EMB
 from avtoolkit.data.errors import DatasetError
 from avtoolkit.data.mixing import MixAndSeparate
 from avtoolkit.data.music import read_split
@@ -86,3 +86,35 @@ def test_frames_follow_the_window(music_tree):
     # frames at the centres of the two window halves: distinct frames of the same clip
     assert not torch.equal(sample[FRAMES][0, 0], sample[FRAMES][0, 1])
     assert np.all(sample[FRAMES].numpy() >= 0) and clips
+
+
+def test_a_fixed_training_pool_repeats_its_recipes_and_keys(music_tree):
+    data = dataset(music_tree, fixed_mixtures=10)
+    assert len(data) == 10
+    assert data.recipe(3) == data.recipe(3) and data.recipe(3) != data.recipe(4)
+    assert torch.equal(data[7][MIXTURE], data[7][MIXTURE])
+    keys = {data.recipe(i).key(data.clips, WINDOW) for i in range(10)}
+    assert len(keys) == 10  # distinct mixtures, distinct keys
+    evaluation = dataset(music_tree, "val")
+    assert evaluation.recipe(0).gains == (1.0, 1.0) and not any(evaluation.recipe(0).flips)
+    with pytest.raises(ValueError, match="training sets only"):
+        dataset(music_tree, "val", fixed_mixtures=4)
+
+
+def test_embedding_lookups_replace_frames(music_tree):
+    seen = []
+
+    def frame_embedding(clip, frames):
+        seen.append((clip.id, tuple(frames)))
+        return np.full(4, clip.label_index, dtype=np.float32)
+
+    data = dataset(
+        music_tree, "test", frame_embedding=frame_embedding, mixture_embedding=lambda key: np.zeros(6, np.float32)
+    )
+    sample = data[0]
+    assert FRAMES not in sample and sample[VISUAL_EMB].shape == (2, 4)
+    assert torch.equal(sample[VISUAL_EMB][:, 0], sample[LABELS].float())
+    assert sample[MIXTURE_EMB].shape == (6,)
+    assert len(seen) == 2 and all(len(frames) == 3 for _, frames in seen)
+    with pytest.raises(ValueError, match="set fixed_mixtures"):
+        dataset(music_tree, mixture_embedding=lambda key: np.zeros(6, np.float32))

@@ -9,6 +9,7 @@ Separation (mix-and-separate):
     SOURCES     (B, N, L) float32   the scaled sources (the targets)
     FRAMES      (B, N, Tv, 3, H, W) uint8 from the workers, float32 in [0, 1] after device transfer
     VISUAL_EMB  (B, N, D) float32   precomputed frame embeddings (instead of FRAMES)
+    MIXTURE_EMB (B, D) float32      precomputed audio embedding of the mixture (CLAP; HFRA's alignment target)
     LABELS      (B, N) int64        class index of each source (for per-class analysis)
 
 Segmentation (AVSBench S4 / MS3 / AVSS):
@@ -28,6 +29,7 @@ MIXTURE = "mixture"
 SOURCES = "sources"
 FRAMES = "frames"
 VISUAL_EMB = "visual_emb"
+MIXTURE_EMB = "mixture_emb"
 LABELS = "labels"
 WAVEFORM = "waveform"
 WAVEFORM_LENGTH = "waveform_length"

@@ -9,12 +9,13 @@ from typing import Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from avtoolkit.data.audio import VGGishLogMel
 from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset
 from avtoolkit.data.batch import AUDIO, FRAMES, WAVEFORM, WAVEFORM_LENGTH
+from avtoolkit.data.embeddings import FrameEmbeddingCache, MixtureEmbeddingCache
 from avtoolkit.data.mixing import MixAndSeparate
 from avtoolkit.data.music import class_names, read_split
 
@@ -89,6 +90,12 @@ class BaseAVDataModule(LightningDataModule):
 class SeparationDataModule(BaseAVDataModule):
     """Mix-and-separate batches from a prepared MUSIC / MUSIC-21 / VGGSound-style tree (specs/data.md).
 
+    Frozen encoders can be precomputed into on-disk caches (in ``prepare_data``, once, keyed by the encoder and
+    its weights): a ``visual_encoder`` turns every source's frames into a cached embedding (batches then carry
+    ``visual_emb`` instead of ``frames``); a ``mixture_encoder`` (CLAP) embeds every fixed mixture — evaluation
+    mixtures, and training mixtures when ``fixed_mixtures`` makes them a fixed pool (batches then carry
+    ``mixture_emb``). Without caches the models run their encoders on the fly.
+
     Args:
         root: Dataset root holding ``{train,val,test}.csv``, ``audio/`` and ``frames/``.
         n_sources: Clips mixed per sample.
@@ -98,7 +105,13 @@ class SeparationDataModule(BaseAVDataModule):
         image_size: Side of the square frames.
         fps: Frame rate of the frame folders.
         same_class_partners: Allow mixing two clips of the same class.
-        seed: Seed of the fixed evaluation mixtures.
+        seed: Seed of the fixed evaluation mixtures (and of a fixed training pool).
+        fixed_mixtures: Train on a fixed pool of this many random mixtures (cacheable) instead of fresh ones.
+        visual_encoder: Frozen image encoder (e.g. ``CLIPImageEncoder``) whose frame embeddings are cached.
+        mixture_encoder: Frozen audio encoder (e.g. ``CLAPAudioEncoder``) whose mixture embeddings are cached;
+            its ``sample_rate`` must be the data's.
+        cache_dir: Folder of the embedding caches.
+        embedding_stride: Embed every n-th frame (8 at 8 fps: one embedding per second).
         batch_size: Mixtures per batch.
         num_workers: DataLoader workers.
     """
@@ -114,11 +127,28 @@ class SeparationDataModule(BaseAVDataModule):
         fps: float = 8.0,
         same_class_partners: bool = False,
         seed: int = 0,
+        fixed_mixtures: int | None = None,
+        visual_encoder: nn.Module | None = None,
+        mixture_encoder: nn.Module | None = None,
+        cache_dir: str | Path = "data/cache",
+        embedding_stride: int = 8,
         batch_size: int = 16,
         num_workers: int = 2,
     ) -> None:
         super().__init__(batch_size, num_workers)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["visual_encoder", "mixture_encoder"])
+        rate = getattr(mixture_encoder, "sample_rate", sample_rate)
+        if rate != sample_rate:
+            raise ValueError(
+                f"mixture_encoder expects {rate} Hz audio but the data is at {sample_rate} Hz: set its sample_rate"
+            )
+        self.fixed_mixtures = fixed_mixtures
+        self.frame_cache = (
+            None
+            if visual_encoder is None
+            else FrameEmbeddingCache(cache_dir, visual_encoder, embedding_stride, image_size)  # type: ignore[arg-type]
+        )
+        self.mixture_cache = None if mixture_encoder is None else MixtureEmbeddingCache(cache_dir, mixture_encoder)  # type: ignore[arg-type]
         self.root = Path(root)
         self.n_sources = n_sources
         self.sample_rate = sample_rate
@@ -134,18 +164,51 @@ class SeparationDataModule(BaseAVDataModule):
         """Class names; ``LABELS`` index into them."""
         return class_names(self.root)
 
-    def build_dataset(self, split: Split) -> MixAndSeparate:
-        """Mix-and-separate over the split's clips (random for train, fixed for val/test)."""
+    def _mixtures(self, split: Split, with_embeddings: bool) -> MixAndSeparate:
+        train = split == "train"
+        frame_cache, mixture_cache = self.frame_cache, self.mixture_cache
+        fixed = not train or self.fixed_mixtures is not None
         return MixAndSeparate(
             read_split(self.root, split, self.sample_rate, self.fps),
             n_sources=self.n_sources,
             window=self.window,
             frames_per_source=self.frames_per_source,
             image_size=self.image_size,
-            train=split == "train",
+            train=train,
             same_class_partners=self.same_class_partners,
             seed=self.seed,
+            fixed_mixtures=self.fixed_mixtures if train else None,
+            frame_embedding=(
+                (lambda clip, frames: frame_cache.at_frames(clip, frames).mean(axis=0))
+                if with_embeddings and frame_cache is not None
+                else None
+            ),
+            mixture_embedding=(
+                (lambda key: mixture_cache.get_many([key])[key])
+                if with_embeddings and mixture_cache is not None and fixed
+                else None
+            ),
         )
+
+    def build_dataset(self, split: Split) -> MixAndSeparate:
+        """Mix-and-separate over the split's clips (random for train, fixed for val/test)."""
+        return self._mixtures(split, with_embeddings=True)
+
+    def prepare_data(self) -> None:
+        """Fill the embedding caches (once; later runs find them complete)."""
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        for split in ("train", "val", "test"):
+            if self.frame_cache is not None:
+                self.frame_cache.ensure(read_split(self.root, split, self.sample_rate, self.fps), device)
+            if self.mixture_cache is not None and (split != "train" or self.fixed_mixtures is not None):
+                mixtures = self._mixtures(split, with_embeddings=False)
+                all_recipes = [mixtures.recipe(i) for i in range(len(mixtures))]
+                recipes = {recipe.key(mixtures.clips, self.window): recipe for recipe in all_recipes}
+
+                def waveforms(keys: list[str], mixtures: MixAndSeparate = mixtures, recipes: dict = recipes) -> Tensor:
+                    return torch.stack([mixtures.sources(recipes[key]).sum(0) for key in keys])
+
+                self.mixture_cache.ensure(list(recipes), waveforms, device, progress=True)
 
 
 class SegmentationDataModule(BaseAVDataModule):
