@@ -66,19 +66,27 @@ class AVSeparationTask(BaseAVTask):
 
     # -- the shared forward pass -----------------------------------------------------------------------------
 
-    def _separate(self, batch: Batch) -> tuple[SeparationOutput, dict[str, Tensor]]:
-        """Front end + network. Returns the network output and the spectrogram tensors used downstream."""
-        mixture_stft = self.spectrogram.stft(batch[MIXTURE])  # (B, F, T) complex
+    def front_end(self, mixture: Tensor) -> dict[str, Tensor]:
+        """The spectral front end of ``(B, L)`` mixtures, on their device.
+
+        Returns:
+            ``input`` (the network's ``(B, 1, F', T)`` log-magnitude, warped), ``mixture_magnitude`` and
+            ``mixture_phase`` ``(B, F, T)``, ``mixture_warped`` ``(B, F', T)``.
+        """
+        mixture_stft = self.spectrogram.stft(mixture)  # (B, F, T) complex
         mixture_magnitude = self.spectrogram.magnitude(mixture_stft)
         mixture_warped = self.spectrogram.warp(mixture_magnitude)  # (B, F', T)
-        log_mixture = torch.log(mixture_warped + _EPS).unsqueeze(1)  # (B, 1, F', T)
-        output = self.model(log_mixture, batch)
-        spectra = {
+        return {
+            "input": torch.log(mixture_warped + _EPS).unsqueeze(1),
             "mixture_magnitude": mixture_magnitude,
             "mixture_phase": mixture_stft.angle(),
             "mixture_warped": mixture_warped,
         }
-        return output, spectra
+
+    def _separate(self, batch: Batch) -> tuple[SeparationOutput, dict[str, Tensor]]:
+        """Front end + network. Returns the network output and the spectrogram tensors used downstream."""
+        spectra = self.front_end(batch[MIXTURE])
+        return self.model(spectra["input"], batch), spectra
 
     def mask_activation(self, logits: Tensor) -> Tensor:
         """Mask values from logits: sigmoid for binary masks, softplus (capped at 5) for ratio masks."""

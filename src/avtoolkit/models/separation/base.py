@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from avtoolkit.data.batch import Batch
+from avtoolkit.data.batch import FRAMES, VISUAL_EMB, Batch
 
 
 @dataclass
@@ -32,3 +32,24 @@ class SeparationModel(nn.Module):
     def forward(self, spectrogram: Tensor, batch: Batch) -> SeparationOutput:
         """Mask logits for every source of every mixture in the batch."""
         raise NotImplementedError
+
+
+def visual_vectors(batch: Batch, encoder: nn.Module | None) -> Tensor:
+    """One visual vector per source, ``(B, N, D)``.
+
+    Precomputed embeddings in the batch (``visual_emb``, from an embedding cache) are used as they are;
+    otherwise ``encoder`` maps the frames ``(B, N, Tv, 3, H, W)`` to ``(B, N, D)`` or to per-frame
+    ``(B, N, Tv, D)`` vectors, which are averaged over the frames.
+
+    Raises:
+        ValueError: neither embeddings in the batch nor an encoder to compute them.
+    """
+    if VISUAL_EMB in batch:
+        return batch[VISUAL_EMB]
+    if encoder is None:
+        raise ValueError(
+            "the batch has no precomputed visual embeddings ('visual_emb') and the model has no visual_encoder: "
+            "configure the datamodule's visual embedding cache, or give the model a visual_encoder"
+        )
+    vectors = encoder(batch[FRAMES])
+    return vectors.mean(dim=2) if vectors.dim() == 4 else vectors

@@ -7,6 +7,8 @@ channels, with no BN or activation, so late-fusion features can be negative (wit
 model collapses to a constant mask).
 """
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -20,10 +22,17 @@ class UNet(nn.Module):
         base_channels: Channels of the first level, doubled per level (64 in the recipe).
         max_channels: Cap on the channels of a level (512 in the recipe).
         out_channels: K, the channels of the output feature maps (32 in the recipe).
+        bottleneck_extra_channels: Channels a middle fusion concatenates to the bottleneck before decoding
+            (the innermost up level accepts ``C + extra``).
     """
 
     def __init__(
-        self, depth: int = 7, base_channels: int = 64, max_channels: int = 512, out_channels: int = 32
+        self,
+        depth: int = 7,
+        base_channels: int = 64,
+        max_channels: int = 512,
+        out_channels: int = 32,
+        bottleneck_extra_channels: int = 0,
     ) -> None:
         super().__init__()
         if depth < 2:
@@ -44,7 +53,7 @@ class UNet(nn.Module):
         self.up = nn.ModuleList()
         for i in range(depth):
             # Up level i takes the output of the level below (concatenated with its skip, except innermost).
-            in_channels = widths[i] if i == depth - 1 else 2 * widths[i]
+            in_channels = widths[i] + bottleneck_extra_channels if i == depth - 1 else 2 * widths[i]
             out = out_channels if i == 0 else widths[i - 1]
             layers: list[nn.Module] = [
                 nn.ReLU(),
@@ -74,13 +83,37 @@ class UNet(nn.Module):
             skips.append(h)
         return skips.pop(), skips
 
-    def decode(self, bottleneck: Tensor, skips: list[Tensor]) -> Tensor:
-        """Bottleneck and skips → ``(B, K, F, T)`` output feature maps."""
+    def level_channels(self, level: int) -> int:
+        """Channels of the output of up level ``level`` (``depth - 1`` innermost, 0 outermost)."""
+        level_layers = self.up[level]
+        assert isinstance(level_layers, nn.Sequential)
+        conv = level_layers[2]
+        assert isinstance(conv, nn.Conv2d)
+        return conv.out_channels
+
+    def decode(
+        self, bottleneck: Tensor, skips: list[Tensor], after_level: Callable[[int, Tensor], Tensor] | None = None
+    ) -> Tensor:
+        """Bottleneck and skips → ``(B', K, F, T)`` output feature maps.
+
+        Args:
+            bottleneck: ``(B', C, h, w)``; ``B'`` may be a multiple of the skips' batch (one decoding per source
+                after a middle fusion): the skips are then repeated.
+            skips: Encoder outputs, outermost first.
+            after_level: Called as ``after_level(i, h)`` on the output of every up level ``i`` (innermost first,
+                before the skip is concatenated), returning the features to continue with; their batch may grow
+                by a whole factor (a fusion that splits the mixture's features per source).
+        """
         h = bottleneck
         for i in reversed(range(self.depth)):
             h = self.up[i](h)
+            if after_level is not None:
+                h = after_level(i, h)
             if i > 0:
-                h = torch.cat([skips[i - 1], h], dim=1)
+                skip = skips[i - 1]
+                if h.shape[0] != skip.shape[0]:
+                    skip = skip.repeat_interleave(h.shape[0] // skip.shape[0], dim=0)
+                h = torch.cat([skip, h], dim=1)
         return h
 
     def forward(self, x: Tensor) -> Tensor:
