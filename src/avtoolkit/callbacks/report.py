@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from avtoolkit.analysis.per_class import per_class_sdr
 from avtoolkit.data.audio import Spectrogram
 from avtoolkit.data.batch import LABELS, MIXTURE, SOURCES
 from avtoolkit.tasks.separation import AVSeparationTask
@@ -163,17 +164,10 @@ class SeparationReport(Callback):
             "Means over sources per mixture, then over mixtures (BSS Eval v3, as mir_eval computes it).",
             "",
         ]
-        labels = per_clip["labels"].flatten()
-        if class_names and bool((labels >= 0).any()):
+        rows = per_class_sdr(per_clip, class_names) if class_names else []
+        if rows:
             lines += ["## Per class", "", "| class | sources | SDR (dB) | SDRi (dB) |", "|---|---:|---:|---:|"]
-            sdr, sdr_mix = per_clip["sdr"].flatten(), per_clip["sdr_mix"].flatten()
-            for index, name in enumerate(class_names):
-                chosen = labels == index
-                if chosen.any():
-                    lines.append(
-                        f"| {name} | {int(chosen.sum())} | {float(sdr[chosen].mean()):.2f} | "
-                        f"{float((sdr[chosen] - sdr_mix[chosen]).mean()):+.2f} |"
-                    )
+            lines += [f"| {r.name} | {r.n_sources} | {r.sdr:.2f} | {r.sdri:+.2f} |" for r in rows]
             lines.append("")
         lines += [
             "## Examples",
