@@ -42,7 +42,15 @@ def test_console_script_runs():
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
-def test_experiment_configs_parse_and_build(config):
+def test_every_experiment_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["class_path"].startswith("avtoolkit.")
+
+
+@pytest.mark.parametrize("config", [p for p in EXPERIMENTS if p.stem.startswith("quickstart")], ids=lambda p: p.stem)
+def test_quickstart_configs_build(config):
     cli = lightning_cli(["--config", str(config), "--trainer.logger", "false"], run=False)
     assert isinstance(cli.model, AVSeparationTask)
     assert cli.datamodule is not None
