@@ -66,6 +66,7 @@ def test_frame_index_follows_the_frame_times():
     ("case", "message"),
     [
         ("missing_frame", "not found"),
+        ("missing_frames_folder", "frames folder .* not found"),
         ("wrong_rate", "22050 Hz but 11025 Hz was expected"),
         ("corrupt_wav", "cannot read audio file"),
     ],

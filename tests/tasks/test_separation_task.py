@@ -37,6 +37,29 @@ def test_training_step_gives_a_finite_loss_and_gradients(mask):
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
 
 
+@pytest.mark.parametrize("mask", ["binary", "ratio"])
+def test_silent_sources_train_finitely_and_are_counted_in_evaluation(mask):
+    task = tiny_task(mask=mask)
+    batch = random_batch()
+    batch[SOURCES][0] = 0.0  # a fully silent mixture
+    batch[MIXTURE] = batch[SOURCES].sum(1)
+    loss = task.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    batch = random_batch()
+    batch[SOURCES][1, 1] = 0.0  # one silent source
+    batch[MIXTURE] = batch[SOURCES].sum(1)
+    loss = task.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in task.model.parameters() if p.grad is not None)
+    task.eval()
+    with torch.no_grad():
+        task._evaluate(batch, "test")
+    values = task.test_metrics.compute()
+    assert int(values["n_skipped_silent_ref"]) == 1  # the clip with a silent reference: skipped, counted
+    assert torch.isfinite(values["sdr"]) and torch.isfinite(values["sdri"])  # from the one clean clip
+
+
 def test_estimates_have_the_mixture_shape_and_a_full_mask_gives_the_mixture():
     task = tiny_task(mask="binary")
     batch = random_batch()

@@ -1,0 +1,95 @@
+"""The analysis drivers on tiny trained-shape tasks: corrupted vision, DGFNet's gate, HFRA's representations."""
+
+import pytest
+import torch
+
+from avtoolkit.analysis.models import corrupt_visual, gate_stress_test, source_representations
+from avtoolkit.data.batch import FRAMES, LABELS, MIXTURE, SOURCES, VISUAL_EMB
+from avtoolkit.models.separation.dgfnet import DGFNet
+from avtoolkit.models.separation.hfra import HFRA
+from avtoolkit.models.separation.sop import SoundOfPixels
+from avtoolkit.tasks.separation import AVSeparationTask
+
+B, N, D, L = 3, 2, 12, 2047
+UNET = {"unet_depth": 4, "unet_base_channels": 8, "unet_max_channels": 16}
+
+
+def task_of(model: torch.nn.Module) -> AVSeparationTask:
+    return AVSeparationTask(model, n_fft=126, hop_length=64, warp_bins=32, mask="ratio").eval()
+
+
+def batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sources = torch.randn(B, N, L, generator=g) * 0.1
+    return {
+        MIXTURE: sources.sum(1),
+        SOURCES: sources,
+        VISUAL_EMB: torch.randn(B, N, D, generator=g),
+        LABELS: torch.tensor([[0, 1], [1, 2], [2, 0]]),
+    }
+
+
+def test_corrupt_visual_embeddings():
+    clean = batch()
+    shuffled = corrupt_visual(clean, "shuffle")
+    assert torch.equal(shuffled[VISUAL_EMB], clean[VISUAL_EMB].roll(1, dims=0))  # every mixture gets another's
+    assert torch.equal(shuffled[MIXTURE], clean[MIXTURE])  # audio untouched
+    noisy = corrupt_visual(clean, "noise", strength=0.5)
+    change = (noisy[VISUAL_EMB] - clean[VISUAL_EMB]).norm(dim=-1) / clean[VISUAL_EMB].norm(dim=-1)
+    assert 0.2 < float(change.mean()) < 0.8  # noise at about half the embedding's scale
+    assert torch.equal(
+        corrupt_visual(clean, "noise", seed=3)[VISUAL_EMB], corrupt_visual(clean, "noise", seed=3)[VISUAL_EMB]
+    )
+
+
+def test_corrupt_visual_frames():
+    frames = torch.rand(B, N, 1, 3, 16, 16)
+    clean = {**{k: v for k, v in batch().items() if k != VISUAL_EMB}, FRAMES: frames}
+    noisy = corrupt_visual(clean, "noise")
+    assert noisy[FRAMES].shape == frames.shape and not torch.allclose(noisy[FRAMES], frames)
+    assert torch.equal(clean[FRAMES], frames)  # the input batch is not modified
+
+
+def test_gate_stress_test_reports_clean_and_each_corruption():
+    model = DGFNet(
+        visual_dim=D,
+        channels=8,
+        gate_level=2,
+        attention_groups=4,
+        decoder_dim=16,
+        decoder_heads=2,
+        decoder_ffn_dim=32,
+        decoder_layers=1,
+        **UNET,
+    )
+    torch.nn.init.normal_(model.gate.gate_conv.weight)  # a "trained" gate: σ depends on the features
+    stats = gate_stress_test(task_of(model), [batch(0), batch(1)])
+    assert set(stats) == {"clean", "noise", "shuffle"}
+    clean = stats["clean"]
+    assert clean.n_sources == 2 * B * N and len(clean.per_slot_mean) == N
+    assert set(clean.per_class_sources) == {0, 1, 2} and sum(clean.per_class_sources.values()) == 2 * B * N
+    assert 0.0 <= stats["noise"].mean <= 1.0 and clean.std > 0
+    assert stats["noise"].mean != clean.mean  # the gate sees the corrupted vision
+
+
+def test_gate_stress_test_needs_a_gate():
+    model = SoundOfPixels(channels=4, unet_depth=3, unet_base_channels=4, unet_max_channels=8, backbone="test_resnet")
+    with pytest.raises(ValueError, match="SoundOfPixels has no gating fusion module"):
+        gate_stress_test(task_of(model), [batch()])
+
+
+def test_source_representations_probe_each_source_alone():
+    model = HFRA(visual_dim=D, middle_channels=4, channels=8, align_weight=1.0, align_dim=8, **UNET)
+    task = task_of(model)
+    reps = source_representations(task, [batch(0), batch(1)])
+    n = 2 * B * N
+    assert reps["bottleneck"].shape == (n, model.unet.level_channels(UNET["unet_depth"] - 1))
+    assert reps["visual"].shape == (n, D) and reps["audio"].shape == (n, 8)
+    assert torch.equal(reps["labels"], torch.cat([batch(0)[LABELS].flatten(), batch(1)[LABELS].flatten()]))
+    # the first row is the first source on its own, not the mixture
+    alone = model.unet.encode(task.front_end(batch(0)[SOURCES][:1, 0])["input"])[0].mean(dim=(-2, -1))
+    torch.testing.assert_close(reps["bottleneck"][:1], alone)
+    without_alignment = source_representations(
+        task_of(HFRA(visual_dim=D, middle_channels=4, channels=8, **UNET)), [batch()]
+    )
+    assert "audio" not in without_alignment
