@@ -125,3 +125,17 @@ def test_dgfnet_gate_changes_the_output_and_sources_follow_their_visual_features
 def test_dgfnet_rejects_a_gate_level_outside_the_decoder():
     with pytest.raises(ValueError, match="gate_level"):
         tiny_dgfnet(gate_level=4)
+
+
+@pytest.mark.parametrize("make", [lambda: HFRA(visual_dim=D, middle_channels=4, channels=8, **UNET), tiny_dgfnet])
+def test_visual_vectors_are_standardised_so_a_shared_component_does_not_matter(make):
+    """Frozen embeddings share a large common direction; the models see them centred and scaled per dimension."""
+    model = make().train()  # batch statistics; at evaluation the running ones (a fixed affine map)
+    spectrogram, batch = inputs()
+    common = 5.0 + 2.0 * torch.randn(D)
+    shifted = {**batch, VISUAL_EMB: 3.0 * batch[VISUAL_EMB] + common}
+    torch.manual_seed(0)
+    logits = model(spectrogram, batch).mask_logits
+    torch.manual_seed(0)
+    torch.testing.assert_close(model(spectrogram, shifted).mask_logits, logits, atol=1e-4, rtol=1e-4)
+    assert model.visual_norm.running_mean.abs().sum() > 0  # statistics are tracked for evaluation

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from avtoolkit.data.batch import Batch
 from avtoolkit.fusion.gating import GatedFusion
-from avtoolkit.models.separation.base import SeparationModel, SeparationOutput, visual_vectors
+from avtoolkit.models.separation.base import SeparationModel, SeparationOutput, visual_standardizer, visual_vectors
 from avtoolkit.models.separation.ema import ResidualEMA
 from avtoolkit.models.separation.query_decoder import AVQueryDecoder
 from avtoolkit.models.separation.unet import UNet
@@ -85,10 +85,11 @@ class DGFNet(SeparationModel):
             decoder_layers=decoder_layers,
         )
         self.visual_encoder = visual_encoder
+        self.visual_norm = visual_standardizer(visual_dim)
 
     def forward(self, spectrogram: Tensor, batch: Batch) -> SeparationOutput:
         """``(B, 1, F, T)`` log-magnitude mixture + per-source visual input → ``(B, N, F, T)`` mask logits."""
-        visual = visual_vectors(batch, self.visual_encoder)  # (B, N, D)
+        visual = visual_vectors(batch, self.visual_encoder, self.visual_norm)  # (B, N, D), standardised
         B, N = visual.shape[:2]
         bottleneck, skips = self.unet.encode(spectrogram)
         fused: list[Tensor] = []

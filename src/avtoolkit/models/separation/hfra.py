@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from avtoolkit.data.batch import MIXTURE, MIXTURE_EMB, Batch
 from avtoolkit.fusion.hierarchical import HierarchicalFusion
-from avtoolkit.models.separation.base import SeparationModel, SeparationOutput, visual_vectors
+from avtoolkit.models.separation.base import SeparationModel, SeparationOutput, visual_standardizer, visual_vectors
 from avtoolkit.models.separation.unet import UNet
 
 
@@ -78,13 +78,14 @@ class HFRA(SeparationModel):
             bottleneck_extra_channels=self.fusion.decoder_in_channels - bottleneck,
         )
         self.visual_encoder = visual_encoder
+        self.visual_norm = visual_standardizer(visual_dim)
         self.align_weight = align_weight
         self.audio_encoder = audio_encoder
         self.align_projection = nn.Linear(bottleneck, align_dim) if align_weight > 0 else None
 
     def forward(self, spectrogram: Tensor, batch: Batch) -> SeparationOutput:
         """``(B, 1, F, T)`` log-magnitude mixture + per-source visual input → ``(B, N, F, T)`` mask logits."""
-        embeddings = visual_vectors(batch, self.visual_encoder)  # (B, N, D)
+        embeddings = visual_vectors(batch, self.visual_encoder, self.visual_norm)  # (B, N, D), standardised
         B, N = embeddings.shape[:2]
         bottleneck, skips = self.unet.encode(spectrogram)
         if self.fusion.middle is not None:  # one decoding per source, from its own fused bottleneck
