@@ -1,3 +1,5 @@
+import pickle
+
 import pytest
 import torch
 
@@ -104,6 +106,11 @@ def test_embedding_caches_are_filled_once_and_feed_the_batches(music_tree, tmp_p
     torch.testing.assert_close(train[MIXTURE_EMB][:, 0], rms, atol=1e-3, rtol=1e-3)
     test = first_batch(dm, "test", "test_dataloader")
     assert test[MIXTURE_EMB].shape == (2, 2)
+    # spawn-started workers (macOS, Windows) receive the dataset pickled: it must survive that
+    dataset = pickle.loads(pickle.dumps(dm.datasets["train"]))
+    restored, original = dataset[0], dm.datasets["train"][0]
+    torch.testing.assert_close(torch.as_tensor(restored[MIXTURE_EMB]), torch.as_tensor(original[MIXTURE_EMB]))
+    torch.testing.assert_close(torch.as_tensor(restored[VISUAL_EMB]), torch.as_tensor(original[VISUAL_EMB]))
 
 
 def test_a_mixture_encoder_at_another_rate_is_rejected(music_tree, tmp_path):

@@ -169,6 +169,9 @@ def test_mixtures_are_computed_once_and_equal_direct(tmp_path: Path):
     direct = encoder(mixtures(["mix3", "mix9"])).detach().numpy()
     np.testing.assert_allclose(np.stack([found["mix3"], found["mix9"]]), direct, atol=1e-3)
     assert cache.missing(["mix1", "mix11", "mix11"]) == ["mix11"]
+    np.testing.assert_array_equal(cache.get("mix3"), found["mix3"])
+    with pytest.raises(KeyError, match=r"no embedding for mixture 'absent' in .*embeddings\.sqlite; fill the cache"):
+        cache.get("absent")
 
 
 def test_mixtures_of_another_encoder_are_not_returned(tmp_path: Path):

@@ -178,16 +178,8 @@ class SeparationDataModule(BaseAVDataModule):
             same_class_partners=self.same_class_partners,
             seed=self.seed,
             fixed_mixtures=self.fixed_mixtures if train else None,
-            frame_embedding=(
-                (lambda clip, frames: frame_cache.at_frames(clip, frames).mean(axis=0))
-                if with_embeddings and frame_cache is not None
-                else None
-            ),
-            mixture_embedding=(
-                (lambda key: mixture_cache.get_many([key])[key])
-                if with_embeddings and mixture_cache is not None and fixed
-                else None
-            ),
+            frame_embedding=frame_cache.mean_at_frames if with_embeddings and frame_cache is not None else None,
+            mixture_embedding=mixture_cache.get if with_embeddings and mixture_cache is not None and fixed else None,
         )
 
     def build_dataset(self, split: Split) -> MixAndSeparate:

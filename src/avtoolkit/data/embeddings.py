@@ -245,6 +245,10 @@ class FrameEmbeddingCache:
         """Embeddings ``(len(frames), D)`` of the embedded frames nearest to 1-based frame indices."""
         return self.load(clip)[[self.row(clip, frame) for frame in frames]]
 
+    def mean_at_frames(self, clip: Clip, frames: Sequence[int]) -> np.ndarray:
+        """Mean embedding ``(D,)`` over the embedded frames nearest to 1-based frame indices."""
+        return self.at_frames(clip, frames).mean(axis=0)
+
     def at_time(self, clip: Clip, time: float) -> np.ndarray:
         """Embedding ``(D,)`` of the embedded frame nearest to the frame shown at ``time`` seconds."""
         return self.at_frames(clip, [frame_index(clip, time)])[0]
@@ -310,6 +314,20 @@ class MixtureEmbeddingCache:
             for key, value in connection.execute(query, chunk):
                 found[key] = np.frombuffer(value, dtype=np.float16).astype(np.float32)
         return found
+
+    def get(self, key: str) -> np.ndarray:
+        """The stored embedding of ``key``.
+
+        Raises:
+            KeyError: not computed yet (call :meth:`ensure`; the datamodule does so in ``prepare_data``).
+        """
+        found = self.get_many([key])
+        if key not in found:
+            raise KeyError(
+                f"no embedding for mixture {key!r} in {self.path}; fill the cache first (ensure(), or the "
+                "datamodule's prepare_data)"
+            )
+        return found[key]
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         """The ``keys`` (without repeats, in order) that are not in the cache."""
