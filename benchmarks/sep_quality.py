@@ -8,9 +8,10 @@ that uses vision must lose SDR when its pictures are wrong.
 
 Targets: HFRA SDRi ≥ 6 dB; shuffling costs every model ≥ 3 dB SDR; HFRA ≥ its late-only variant (same visual
 encoder, data and budget; middle fusion and alignment off).
-Prints a table and exits non-zero when a target is missed. Then the papers' analyses of the trained models:
-per-class SDR by model, DGFNet's gate under corrupted vision, HFRA's linear probe and modality gap, and the
-acoustic descriptors of the test instruments. Checkpoints stay in ``--workdir``.
+Prints a table (``step``: the training step of the evaluated checkpoint) and exits non-zero when a target is
+missed. Then the papers' analyses of the trained models: per-class SDR by model, DGFNet's gate under corrupted
+vision, HFRA's linear probe and modality gap, and the acoustic descriptors of the test instruments. Checkpoints
+stay in ``--workdir``; ``--reuse`` evaluates them again without training.
 
     .venv/bin/python benchmarks/sep_quality.py [--minutes 7] [--models sop,clipsep,hfra_late,hfra,dgfnet]
 """
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from avtoolkit.analysis import (
     compare_gates,
     compare_models,
+    derangement,
     descriptor_table,
     format_table,
     linear_probe,
@@ -57,17 +59,22 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"hfra_late": ("hfra", {"middl
 
 
 class ShuffledVisuals(Dataset):
-    """Sample ``i`` with the pictures (frames or embeddings) of sample ``i + 1``: a derangement of the visuals."""
+    """Each sample with the pictures (frames or embeddings) of another sample, by a seeded random derangement.
 
-    def __init__(self, base: Dataset) -> None:
+    Random, not "the next sample": the split's clips are listed class by class, so a neighbour's pictures would
+    mostly show the same instruments and hide how much a model relies on them.
+    """
+
+    def __init__(self, base: Dataset, seed: int = 0) -> None:
         self.base = base
+        self.donor = derangement(len(self), torch.Generator().manual_seed(seed)).tolist()
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = dict(self.base[index])
-        other = self.base[(index + 1) % len(self)]
+        other = self.base[self.donor[index]]
         for key in (FRAMES, VISUAL_EMB):
             if key in sample:
                 sample[key] = other[key]
@@ -92,8 +99,12 @@ def evaluate(task: AVSeparationTask, prepared: list[dict[str, torch.Tensor]]) ->
     return metrics
 
 
-def run(name: str, minutes: float, root: Path, workdir: Path, batch_size: int | None) -> dict[str, Any]:
-    """Fill caches, train ``name``'s quick start for ``minutes``, evaluate the best-validation checkpoint."""
+def run(name: str, minutes: float, root: Path, workdir: Path, batch_size: int | None, reuse: bool) -> dict[str, Any]:
+    """Fill caches, train ``name``'s quick start for ``minutes``, evaluate the best-validation checkpoint.
+
+    With ``reuse``, a best checkpoint already in ``workdir`` (from an earlier run of the same budget) is
+    evaluated instead of training again.
+    """
     base, model_overrides = VARIANTS.get(name, (name, {}))
     config = yaml.safe_load((CONFIGS / f"quickstart_{base}.yaml").read_text())
     config["model"]["init_args"]["model"]["init_args"].update(model_overrides)
@@ -115,13 +126,14 @@ def run(name: str, minutes: float, root: Path, workdir: Path, batch_size: int | 
     start = time.perf_counter()
     datamodule.prepare_data()
     cache_minutes = (time.perf_counter() - start) / 60
-    start = time.perf_counter()
-    cli.trainer.fit(task, datamodule)
-    train_minutes = (time.perf_counter() - start) / 60
-    best = cli.trainer.checkpoint_callback.best_model_path  # type: ignore[union-attr]
-    if not best:
-        raise RuntimeError(f"{name}: no validation ran within {minutes} min; give it more time")
-    task.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+    best = workdir / name / "checkpoints" / "best.ckpt"
+    if not (reuse and best.is_file()):
+        best.unlink(missing_ok=True)
+        cli.trainer.fit(task, datamodule)
+        if not best.is_file():
+            raise RuntimeError(f"{name}: no validation ran within {minutes} min; give it more time")
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    task.load_state_dict(checkpoint["state_dict"])
     datamodule.setup("test")
     test = datamodule.datasets["test"]
     prepared = batches(task, datamodule, test)
@@ -129,8 +141,7 @@ def run(name: str, minutes: float, root: Path, workdir: Path, batch_size: int | 
     shuffled = evaluate(task, batches(task, datamodule, ShuffledVisuals(test)))
     return {
         "cache_min": cache_minutes,
-        "train_min": train_minutes,
-        "steps": float(cli.trainer.global_step),
+        "steps": float(checkpoint["global_step"]),
         **{k: float(v) for k, v in clean.compute().items()},
         "sdr_shuffled": float(shuffled.compute()["sdr"]),
         "per_clip": clean.per_clip(),
@@ -184,6 +195,7 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=Path("data/synthetic/music"))
     parser.add_argument("--batch-size", type=int, default=None, help="override the configs' batch size")
     parser.add_argument("--workdir", type=Path, default=Path("runs/sep_quality"), help="logs and checkpoints")
+    parser.add_argument("--reuse", action="store_true", help="evaluate the best checkpoints already in --workdir")
     args = parser.parse_args()
     if not (args.root / "train.csv").is_file():
         from avtoolkit.data.synth import generate
@@ -191,11 +203,11 @@ def main() -> int:
         generate("music", args.root, "small")
     names = args.models.split(",")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    results = {name: run(name, args.minutes, args.root, args.workdir, args.batch_size) for name in names}
+    results = {name: run(name, args.minutes, args.root, args.workdir, args.batch_size, args.reuse) for name in names}
 
     print(f"\nseparation quality, {args.minutes:g} min training each on {args.root} (held-out test mixtures)")
     header = (
-        f"{'model':<18}{'cache':>7}{'steps':>7}{'SDR':>7}{'SIR':>7}{'SAR':>7}{'SDRi':>7}{'SDR shuf':>10}{'Δ shuf':>8}"
+        f"{'model':<18}{'cache':>7}{'step':>7}{'SDR':>7}{'SIR':>7}{'SAR':>7}{'SDRi':>7}{'SDR shuf':>10}{'Δ shuf':>8}"
     )
     print(header)
     for name, r in results.items():

@@ -25,6 +25,7 @@ from avtoolkit.analysis.gates import (
     GateStats,
     compare_gates,
     corrupt_frames,
+    derangement,
     gate_statistics,
 )
 from avtoolkit.analysis.per_class import ClassRow, compare_models, per_class_sdr
@@ -42,6 +43,7 @@ __all__ = [
     "compare_gates",
     "compare_models",
     "corrupt_frames",
+    "derangement",
     "descriptor_table",
     "format_table",
     "gate_statistics",

@@ -254,7 +254,7 @@ def compare_gates(
     return "\n".join(lines)
 
 
-def _derangement(n: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+def derangement(n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> Tensor:
     """A uniformly random permutation of ``0..n−1`` without fixed points (n ≥ 2), by rejection."""
     while True:
         perm = torch.randperm(n, generator=generator)
@@ -320,6 +320,6 @@ def corrupt_frames(
         if k < 2:
             return out
         chosen = torch.randperm(B, generator=generator)[:k].to(frames.device)
-        out[chosen] = frames[chosen[_derangement(k, generator, frames.device)]]
+        out[chosen] = frames[chosen[derangement(k, generator, frames.device)]]
         return out
     raise ValueError(f"kind must be 'noise', 'blank' or 'shuffle', got {kind!r}")

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from avtoolkit.analysis.gates import GateRecorder, GateStats, corrupt_frames
+from avtoolkit.analysis.gates import GateRecorder, GateStats, corrupt_frames, derangement
 from avtoolkit.data.batch import FRAMES, LABELS, MIXTURE, SOURCES, VISUAL_EMB, Batch
 from avtoolkit.models.separation.base import visual_vectors
 from avtoolkit.tasks.separation import AVSeparationTask
@@ -24,7 +24,7 @@ def corrupt_visual(batch: Batch, kind: VisualCorruption, strength: float = 1.0, 
     """The batch with its visual input corrupted: frames (``corrupt_frames``) or precomputed embeddings.
 
     Embeddings get Gaussian noise of ``strength`` × their typical per-dimension scale ("noise"), or each mixture
-    another mixture's embeddings ("shuffle", a derangement across the batch).
+    another mixture's embeddings ("shuffle", a random derangement across the batch).
     """
     out = dict(batch)
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -36,7 +36,7 @@ def corrupt_visual(batch: Batch, kind: VisualCorruption, strength: float = 1.0, 
         return out
     embeddings = batch[VISUAL_EMB]
     if kind == "shuffle":
-        out[VISUAL_EMB] = embeddings.roll(1, dims=0)
+        out[VISUAL_EMB] = embeddings[derangement(len(embeddings), generator, embeddings.device)]
     else:
         scale = embeddings.norm(dim=-1, keepdim=True) / embeddings.shape[-1] ** 0.5
         noise = torch.randn(embeddings.shape, generator=generator).to(embeddings)
