@@ -13,20 +13,24 @@ def create_backbone(
 ) -> nn.Module:
     """A timm ``features_only`` backbone, randomly initialised or loaded from a local weight file.
 
+    ``output_stride`` 32 is every backbone's native stride and is not passed on, so backbones without dilation
+    support (PVT-v2, Swin) build too.
+
     Raises:
         FileNotFoundError: ``weights`` does not exist.
         ValueError: the weights do not match the architecture (the message names both).
     """
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"backbone weights not found: {weights}")
+    dilation: dict[str, Any] = {} if output_stride == 32 else {"output_stride": output_stride}
     try:
         return timm.create_model(
             name,
             pretrained=weights is not None,
             pretrained_cfg_overlay={"file": str(weights)} if weights is not None else None,
             features_only=True,
-            output_stride=output_stride,
             out_indices=out_indices,
+            **dilation,
         )
     except RuntimeError as err:
         raise ValueError(f"weights {weights} do not fit the timm architecture {name!r}: {err}") from err
