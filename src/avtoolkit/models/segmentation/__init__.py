@@ -1,0 +1,1 @@
+"""Segmentation networks: frames + audio → per-pixel scores (and mask-classification predictions)."""
