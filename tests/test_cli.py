@@ -10,6 +10,7 @@ import yaml
 
 from avtoolkit import __version__
 from avtoolkit.cli import lightning_cli, main
+from avtoolkit.tasks.segmentation import AVSegmentationTask
 from avtoolkit.tasks.separation import AVSeparationTask
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -52,7 +53,8 @@ def test_every_experiment_config_parses(config, capsys):
 @pytest.mark.parametrize("config", [p for p in EXPERIMENTS if p.stem.startswith("quickstart")], ids=lambda p: p.stem)
 def test_quickstart_configs_build(config):
     cli = lightning_cli(["--config", str(config), "--trainer.logger", "false"], run=False)
-    assert isinstance(cli.model, AVSeparationTask)
+    expected = AVSegmentationTask if "favs" in config.stem or "tpavi" in config.stem else AVSeparationTask
+    assert isinstance(cli.model, expected)
     assert cli.datamodule is not None
 
 

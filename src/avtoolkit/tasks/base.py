@@ -6,12 +6,15 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torchmetrics import Metric
 
 
 class BaseAVTask(LightningModule):
     """Base task: save hyperparameters → build the network's losses → metrics; optimiser from the config.
 
-    Subclasses call ``super().__init__(...)`` first, then build their parts in ``__init__``.
+    Subclasses call ``super().__init__(...)`` first, then build their parts in ``__init__``, including the
+    dataset-level ``val_metrics`` and ``test_metrics`` (torchmetrics, updated in the steps), which the base logs
+    at the end of each evaluation epoch under ``val/`` and ``test/``.
 
     Args:
         optimizer: Optimiser factory, e.g. ``torch.optim.Adam`` with its ``init_args`` in YAML.
@@ -35,9 +38,21 @@ class BaseAVTask(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
 
+    val_metrics: Metric
+    test_metrics: Metric
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: every trainable parameter in one group.
+
+        A task may split them; a group's ``lr_multiplier`` scales the optimiser's learning rate for it.
+        """
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def configure_optimizers(self) -> Any:
-        """Build the optimiser (over trainable parameters) and the optional scheduler."""
-        optimizer = self.optimizer_factory(p for p in self.parameters() if p.requires_grad)
+        """Build the optimiser (over the trainable parameter groups) and the optional scheduler."""
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        for group in optimizer.param_groups:
+            group["lr"] *= group.get("lr_multiplier", 1.0)
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
@@ -45,3 +60,17 @@ class BaseAVTask(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval},
         }
+
+    def _log_metrics(self, metrics: Metric, stage: str) -> None:
+        # compute() already syncs the metric states across processes: every rank logs the same values.
+        values = metrics.compute()
+        self.log_dict({f"{stage}/{name}": value.float() for name, value in values.items()}, sync_dist=False)
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the dataset-level validation metrics."""
+        self._log_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log the dataset-level test metrics."""
+        self._log_metrics(self.test_metrics, "test")

@@ -42,6 +42,9 @@ class AVSeparationTask(BaseAVTask):
         lr_scheduler_interval: Step the scheduler per optimiser step or per epoch.
     """
 
+    val_metrics: SeparationMetrics
+    test_metrics: SeparationMetrics
+
     def __init__(
         self,
         model: SeparationModel,
@@ -157,17 +160,3 @@ class AVSeparationTask(BaseAVTask):
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Separated waveforms ``(B, N, L)``."""
         return self(batch)
-
-    def _log_metrics(self, metrics: SeparationMetrics, stage: str) -> None:
-        # compute() already syncs the metric states across processes: every rank logs the same values.
-        values = metrics.compute()
-        self.log_dict({f"{stage}/{name}": value.float() for name, value in values.items()}, sync_dist=False)
-        metrics.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        """Log dataset-level separation metrics."""
-        self._log_metrics(self.val_metrics, "val")
-
-    def on_test_epoch_end(self) -> None:
-        """Log dataset-level separation metrics."""
-        self._log_metrics(self.test_metrics, "test")
