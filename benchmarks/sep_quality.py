@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from avtoolkit.analysis import (
@@ -37,15 +36,14 @@ from avtoolkit.analysis import (
     per_class_sdr,
 )
 from avtoolkit.analysis.models import gate_stress_test, source_representations
-from avtoolkit.cli import lightning_cli
 from avtoolkit.data.audio import read_audio
 from avtoolkit.data.batch import FRAMES, LABELS, MIXTURE, SOURCES, VISUAL_EMB
 from avtoolkit.data.datamodules import SeparationDataModule
 from avtoolkit.data.music import read_split
 from avtoolkit.metrics import SeparationMetrics
 from avtoolkit.tasks.separation import AVSeparationTask
+from budget import budgeted_run
 
-CONFIGS = Path(__file__).parents[1] / "configs" / "experiment"
 MODELS = {
     "sop": "Sound of Pixels",
     "clipsep": "CLIPSep (late)",
@@ -106,34 +104,24 @@ def run(name: str, minutes: float, root: Path, workdir: Path, batch_size: int | 
     evaluated instead of training again.
     """
     base, model_overrides = VARIANTS.get(name, (name, {}))
-    config = yaml.safe_load((CONFIGS / f"quickstart_{base}.yaml").read_text())
-    config["model"]["init_args"]["model"]["init_args"].update(model_overrides)
-    trainer = config["trainer"]
-    seconds = round(60 * minutes)
-    trainer.update(max_epochs=10_000, max_time=f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}")
-    trainer["default_root_dir"] = str(workdir / name)
-    trainer["logger"]["init_args"]["save_dir"] = str(workdir / name)
-    trainer["callbacks"] = [c for c in trainer["callbacks"] if "SeparationReport" not in c["class_path"]]
-    trainer["callbacks"][0]["init_args"]["dirpath"] = str(workdir / name / "checkpoints")
-    config["data"]["init_args"]["root"] = str(root)
-    if batch_size is not None:
-        config["data"]["init_args"]["batch_size"] = batch_size
-    path = workdir / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    cli = lightning_cli(["--config", str(path)], run=False)
-    task, datamodule = cli.model, cli.datamodule
+    cache_minutes = 0.0
+
+    def edit(config: dict[str, Any]) -> None:
+        config["model"]["init_args"]["model"]["init_args"].update(model_overrides)
+        callbacks = config["trainer"]["callbacks"]
+        config["trainer"]["callbacks"] = [c for c in callbacks if "SeparationReport" not in c["class_path"]]
+        config["data"]["init_args"]["root"] = str(root)
+        if batch_size is not None:
+            config["data"]["init_args"]["batch_size"] = batch_size
+
+    def fill_caches(task: Any, datamodule: Any) -> None:
+        nonlocal cache_minutes
+        start = time.perf_counter()
+        datamodule.prepare_data()
+        cache_minutes = (time.perf_counter() - start) / 60
+
+    task, datamodule, checkpoint = budgeted_run(f"quickstart_{base}", name, minutes, workdir, reuse, edit, fill_caches)
     assert isinstance(task, AVSeparationTask) and isinstance(datamodule, SeparationDataModule)
-    start = time.perf_counter()
-    datamodule.prepare_data()
-    cache_minutes = (time.perf_counter() - start) / 60
-    best = workdir / name / "checkpoints" / "best.ckpt"
-    if not (reuse and best.is_file()):
-        best.unlink(missing_ok=True)
-        cli.trainer.fit(task, datamodule)
-        if not best.is_file():
-            raise RuntimeError(f"{name}: no validation ran within {minutes} min; give it more time")
-    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
-    task.load_state_dict(checkpoint["state_dict"])
     datamodule.setup("test")
     test = datamodule.datasets["test"]
     prepared = batches(task, datamodule, test)

@@ -1,0 +1,57 @@
+"""Shared by the quality benchmarks: a quick-start config trained for a wall-clock budget, or reused."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule
+
+from avtoolkit.cli import lightning_cli
+
+CONFIGS = Path(__file__).parents[1] / "configs" / "experiment"
+
+
+def budgeted_run(
+    quickstart: str,
+    name: str,
+    minutes: float,
+    workdir: Path,
+    reuse: bool,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+    before_fit: Callable[[LightningModule, LightningDataModule], None] | None = None,
+) -> tuple[LightningModule, LightningDataModule, dict[str, Any]]:
+    """Train ``configs/experiment/{quickstart}.yaml`` for ``minutes`` into ``workdir/name``; load its best checkpoint.
+
+    The config's first callback must be the ModelCheckpoint (``filename: best``). ``edit`` changes the config
+    (a dict) before it is built; ``before_fit`` runs on the built task and datamodule, before training or reuse.
+    With ``reuse``, a best checkpoint already in ``workdir/name`` is loaded instead of training again.
+
+    Returns:
+        The task (with the best weights), the datamodule and the checkpoint.
+    """
+    config = yaml.safe_load((CONFIGS / f"{quickstart}.yaml").read_text())
+    trainer = config["trainer"]
+    seconds = round(60 * minutes)
+    trainer.update(max_epochs=10_000, max_time=f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}")
+    trainer["default_root_dir"] = str(workdir / name)
+    trainer["logger"]["init_args"]["save_dir"] = str(workdir / name)
+    trainer["callbacks"][0]["init_args"]["dirpath"] = str(workdir / name / "checkpoints")
+    if edit is not None:
+        edit(config)
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = lightning_cli(["--config", str(path)], run=False)
+    task, datamodule = cli.model, cli.datamodule
+    if before_fit is not None:
+        before_fit(task, datamodule)
+    best = workdir / name / "checkpoints" / "best.ckpt"
+    if not (reuse and best.is_file()):
+        best.unlink(missing_ok=True)
+        cli.trainer.fit(task, datamodule)
+        if not best.is_file():
+            raise RuntimeError(f"{name}: no validation ran within {minutes} min; give it more time")
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    task.load_state_dict(checkpoint["state_dict"])
+    return task, datamodule, checkpoint
