@@ -38,20 +38,20 @@ from avtoolkit.models.segmentation.pixel_decoder import MSDeformAttnPixelDecoder
 _PROBABILITY_EPS = 1e-6
 
 
-def frame_backbone_features(backbone: MultiScaleBackbone, frames: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-    """Backbone features of ``(N, 3, H, W)`` frames in the regular geometry, and the ARS grids.
+def frame_backbone_features(backbone: MultiScaleBackbone, frames: Tensor) -> list[Tensor]:
+    """Backbone features of ``(N, 3, H, W)`` frames (strides 4 to 32), in the regular geometry.
 
     Features at strides past an adaptive resampling are demodulated with the grids applied before them, so
     every scale lines up with the frames again (a no-op without ARS).
     """
     features, grids = backbone(frames)
     if not grids:
-        return features, grids
+        return features
     aligned = []
     for stride, feature in zip(backbone.strides, features, strict=True):
         applied = [grid for ars_stride, grid in zip(backbone.ars_stages, grids, strict=True) if ars_stride <= stride]
         aligned.append(demodulate(feature, applied, tuple(feature.shape[-2:])) if applied else feature)
-    return aligned, grids
+    return aligned
 
 
 class AudioFeatureMap(nn.Module):
@@ -227,7 +227,7 @@ class FAVS(SegmentationModel):
         """Mask predictions of every decoder layer and the per-pixel scores of the last."""
         frames = batch[FRAMES]
         B, T = frames.shape[:2]
-        features, _grids = frame_backbone_features(self.backbone, frames.flatten(0, 1))
+        features = frame_backbone_features(self.backbone, frames.flatten(0, 1))
         mask_features, pyramid = self.pixel_decoder(features)  # (N, C, H/4, W/4); P_32, P_16, P_8
         audio = self.audio(batch[AUDIO])  # (B, T, C, 6, 4)
         visual: Tensor | None = None

@@ -115,7 +115,7 @@ class TPAVINet(SegmentationModel):
         """Per-pixel logits ``(B, T, K, H/4, W/4)`` (``H × W`` with MSAU)."""
         frames = batch[FRAMES]
         B, T = frames.shape[:2]
-        features, _ = frame_backbone_features(self.backbone, frames.flatten(0, 1))
+        features = frame_backbone_features(self.backbone, frames.flatten(0, 1))
         _, embedding = self.vggish(batch[AUDIO].flatten(0, 1))
         audio = self.audio_project(embedding).unflatten(0, (B, T))  # (B, T, C)
         levels = []
