@@ -13,8 +13,9 @@ so the first Linear's weights keep the meaning they had in the TensorFlow model.
 (``pproc.*``: whitening and 8-bit quantisation of ``e``) is not part of this module; its keys are ignored when
 loading.
 
-``width`` < 1 scales every convolution's channels (and so the first Linear's input) for cheap CPU variants; only
-``width = 1`` can load the pretrained weights. Weights are a local file (no download): pass ``weights=PATH`` to a
+``width`` < 1 scales every convolution's channels (and so the first Linear's input) for cheap CPU variants; the
+official weights need ``width = 1``, narrower ones load state dicts saved at their width
+(:func:`avtoolkit.pretraining.pretrain_vggish`). Weights are a local file (no download): pass ``weights=PATH`` to a
 ``torch.save``'d state dict of the port (e.g. ``vggish-10086976.pth``).
 """
 
@@ -49,15 +50,16 @@ class VGGish(nn.Module):
             weights_only=True)``; ``module.`` prefixes and a ``{"state_dict": ...}`` wrapper are handled, the
             ``pproc.*`` PCA keys ignored). ``None``: random initialisation.
         width: Channel multiplier of the convolutions, in ``(0, 1]`` for cheaper variants (``0.125``: 8, 16, 32,
-            64 channels); the embedding MLP keeps its 4096-wide hidden layers. Loading ``weights`` needs 1.
+            64 channels); the embedding MLP keeps its 4096-wide hidden layers. ``weights`` must have been saved
+            at the same width (the official ones: 1).
         freeze: Turn off gradients and keep the module in eval mode (``train()`` cannot undo it).
         with_embedding: Build the embedding MLP (17M parameters at any width). Networks that read only the feature
             map (:meth:`feature_map`) leave it out; loading ``weights`` then skips its ``embeddings.*`` tensors.
 
     Raises:
         FileNotFoundError: ``weights`` does not exist.
-        ValueError: ``width`` is not in ``(0, 1]``, ``weights`` is given with ``width`` ≠ 1, or the file's tensors
-            do not fit (the message names the file and the missing, unexpected or mis-shaped keys).
+        ValueError: ``width`` is not in ``(0, 1]``, or the file's tensors do not fit, e.g. saved at another width
+            (the message names the file and the missing, unexpected or mis-shaped keys).
     """
 
     def __init__(
@@ -66,11 +68,6 @@ class VGGish(nn.Module):
         super().__init__()
         if not 0.0 < width <= 1.0:
             raise ValueError(f"VGGish width must be in (0, 1], got {width}")
-        if weights is not None and width != 1.0:
-            raise ValueError(
-                f"VGGish can only load weights ({weights}) at width 1.0, got width={width}; use width=1.0 or "
-                "weights=None"
-            )
         if weights is not None and not Path(weights).is_file():
             raise FileNotFoundError(f"VGGish weights not found: {weights}")
         self.width = width
