@@ -2,6 +2,7 @@
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,6 +18,15 @@ sys.path.insert(0, str(Path(__file__).parent / "data"))
 
 from fixtures.make_avsbench import make_avss, make_ms3, make_s4  # noqa: E402
 from fixtures.make_music import make_music  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module's runs: on a small shared machine, spinning thread pools slow them a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +53,15 @@ def synthetic_trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
     base = tmp_path_factory.mktemp("synth")
     return {layout: generate(layout, base / layout, "tiny", workers=1, progress=False) for layout in LAYOUTS}
+
+
+@pytest.fixture(scope="session")
+def quickstart_audio_weights(synthetic_trees: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quarter-width VGGish state dict, as the segmentation quick starts load (one step of pre-training)."""
+    from avtoolkit.pretraining import pretrain_vggish
+
+    out = tmp_path_factory.mktemp("weights") / "vggish_s4_w025.pt"
+    return pretrain_vggish(synthetic_trees["s4"], out, width=0.25, steps=1, batch_size=2, num_workers=0).path
 
 
 @pytest.fixture(scope="session")

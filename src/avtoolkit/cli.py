@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from jsonargparse import auto_cli
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from avtoolkit import __version__
 from avtoolkit.data.datamodules import BaseAVDataModule
@@ -19,12 +21,27 @@ from avtoolkit.tasks.base import BaseAVTask
 DESCRIPTION = (
     "avtoolkit: audio-visual segmentation and source separation on PyTorch Lightning. "
     "Train/evaluate with `avtoolkit fit|validate|test|predict --config configs/experiment/NAME.yaml`; "
-    "dataset commands: `avtoolkit data --help`."
+    "dataset commands: `avtoolkit data --help`; encoder pre-training: `avtoolkit pretrain --help`."
 )
 
 
 class AVToolkitCLI(LightningCLI):
     """LightningCLI with the toolkit's task and datamodule base classes (any subclass via ``class_path``)."""
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Save the parsed config next to the logs, and give it to every attached logger.
+
+    Each logger receives the whole config (a plain dict) as the ``config`` hyperparameter through its own
+    ``log_hyperparams``: W&B shows it in the run's config, TensorBoard in its hparams, CSV writes it to
+    ``hparams.yaml``. (A separate key: the task's own hyperparameters, logged by Lightning, also have a ``model``.)
+    """
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Send the parsed config to the loggers (called on rank zero only)."""
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
 
 
 def synth(
@@ -70,6 +87,37 @@ def check(layout: Literal["music", "s4", "ms3", "avss"], root: Path) -> None:
         raise SystemExit(1)
 
 
+def vggish(
+    root: Path,
+    out: Path,
+    width: float = 1.0,
+    steps: int = 300,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    seed: int = 0,
+) -> None:
+    """Pre-train VGGish to name the sound categories of an S4-layout tree's training clips (no AudioSet here).
+
+    Writes a state dict for the segmentation models' ``audio_weights`` (at the same ``audio_width``).
+
+    Args:
+        root: S4-layout dataset root, e.g. data/synthetic/s4.
+        out: State-dict file to write.
+        width: VGGish channel multiplier (the ``audio_width`` of the model that will load it).
+        steps: Optimiser steps.
+        batch_size: Clips per step.
+        lr: Learning rate.
+        seed: Seed.
+    """
+    from avtoolkit.pretraining import pretrain_vggish
+
+    result = pretrain_vggish(root, out, width, steps, batch_size, lr, seed)
+    print(
+        f"VGGish (width {width}) written to {result.path}: {result.n_categories} categories, "
+        f"validation accuracy {result.val_accuracy:.3f} after {result.steps} steps"
+    )
+
+
 def lightning_cli(args: list[str] | None = None, run: bool = True) -> AVToolkitCLI:
     """The training CLI: parse ``args`` (default: the command line), instantiate, and run the subcommand.
 
@@ -82,6 +130,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> AVToolkitC
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
+        save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"description": DESCRIPTION, "version": __version__},
         args=args,
@@ -94,5 +143,8 @@ def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["data"]:
         auto_cli([synth, check], args=argv[1:], description="avtoolkit dataset commands", version=__version__)
+        return
+    if argv[:1] == ["pretrain"]:
+        auto_cli({"vggish": vggish}, args=argv[1:], description="avtoolkit encoder pre-training", version=__version__)
         return
     lightning_cli(args)

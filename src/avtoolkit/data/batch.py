@@ -19,6 +19,12 @@ Segmentation (AVSBench S4 / MS3 / AVSS):
     AUDIO       (B, T, 1, 96, 64)   VGGish log-mel, one 0.96 s window per frame (computed on device)
     MASKS       (B, T, H, W) int64  0/1 (S4, MS3) or class index 0..C-1 with 0 = background (AVSS)
     MASK_VALID  (B, T) bool         frames that have a ground-truth mask (evaluated/trained on)
+
+Prediction on a user's media (avtoolkit.data.media: where each prediction goes back in the input):
+    FRAME_INDEX     (B, T) int64    index of each frame among the video's sampled frames; -1 = padding
+    DISPLAY_FRAMES  (B, T, 3, Hd, Wd) uint8, the same frames at the overlay size (the video's aspect ratio)
+    MIXTURE_START   (B,) int64      first sample of the window in the input audio
+    MIXTURE_LENGTH  (B,) int64      samples of the window that come from the input (the rest is padding)
 """
 
 from collections.abc import Mapping
@@ -36,6 +42,10 @@ WAVEFORM_LENGTH = "waveform_length"
 AUDIO = "audio"
 MASKS = "masks"
 MASK_VALID = "mask_valid"
+FRAME_INDEX = "frame_index"
+DISPLAY_FRAMES = "display_frames"
+MIXTURE_START = "mixture_start"
+MIXTURE_LENGTH = "mixture_length"
 
 Batch = Mapping[str, Tensor]
 """A batch (or a sample before collation): keys from this module, values tensors."""

@@ -110,9 +110,9 @@ class AVSegmentationTask(BaseAVTask):
         metrics.update(scores[:, :, 0] if self.num_classes == 1 else scores, batch[MASKS], batch[MASK_VALID])
         return scores
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        """Loss and segmentation metrics on the held-out clips."""
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """Loss and segmentation metrics on the held-out clips; returns the per-pixel scores for media callbacks."""
+        return {"scores": self._evaluate(batch, "val")}
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """Loss and segmentation metrics; returns the per-pixel scores for report callbacks."""

@@ -149,9 +149,9 @@ class AVSeparationTask(BaseAVTask):
         metrics.update(estimates, batch[SOURCES], batch[MIXTURE], batch.get(LABELS))
         return estimates
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        """Loss and fast BSS Eval on the held-out mixtures."""
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """Loss and fast BSS Eval on the held-out mixtures; returns the estimates for media callbacks."""
+        return {"estimates": self._evaluate(batch, "val")}
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """Loss and exact BSS Eval; returns the estimates for report callbacks."""
