@@ -5,24 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from fixtures.tiny_models import TINY_FAVS
 
 from avtoolkit.cli import lightning_cli, main
 from avtoolkit.data.batch import AUDIO, FRAMES, MASK_VALID, MASKS
 from avtoolkit.tasks.segmentation import AVSegmentationTask
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "experiment"
-TINY_FAVS = {
-    "backbone": "test_resnet",
-    "audio_width": 0.0625,
-    "dim": 32,
-    "num_queries": 4,
-    "decoder_layers": 1,
-    "decoder_ffn_dim": 32,
-    "encoder_layers": 1,
-    "encoder_ffn_dim": 32,
-    "heads": 4,
-    "num_experts": 2,
-}
 
 
 def tiny_config(tmp_path: Path, quickstart: str, root: Path, network: dict) -> Path:

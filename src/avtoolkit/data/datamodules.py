@@ -4,11 +4,14 @@ Workers read and crop; :meth:`BaseAVDataModule.on_after_batch_transfer` does the
 (uint8 frames → float in [0, 1]; for segmentation the VGGish log-mel of the audio).
 """
 
+import os
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -18,6 +21,7 @@ from avtoolkit.data.batch import AUDIO, FRAMES, WAVEFORM, WAVEFORM_LENGTH
 from avtoolkit.data.embeddings import FrameEmbeddingCache, MixtureEmbeddingCache
 from avtoolkit.data.mixing import MixAndSeparate
 from avtoolkit.data.music import class_names, read_split
+from avtoolkit.data.samplers import EvaluationSampler, ResumableDataLoader, ResumableSampler
 
 Split = Literal["train", "val", "test"]
 _STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
@@ -52,17 +56,43 @@ class BaseAVDataModule(LightningDataModule):
             if split not in self.datasets:
                 self.datasets[split] = self.build_dataset(split)
 
+    def _draw_keys(self, split: Split) -> bool:
+        """Whether the split's samples are indexed with a draw key (see :class:`ResumableSampler`)."""
+        return False
+
+    def _loader_options(self) -> dict[str, Any]:
+        return {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+
     def _loader(self, split: Split) -> DataLoader[dict[str, Tensor]]:
-        train = split == "train"
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        """The split's loader, this process's share of it under several processes.
+
+        Training: a resumable shuffled order (see :class:`~avtoolkit.data.samplers.ResumableSampler`), seeded
+        by ``seed_everything``'s seed, split across processes. Evaluation: in order; under DDP each process
+        takes its own contiguous batches, so no sample is evaluated twice (Lightning's sampler would pad).
+        """
+        world, rank = (1, 0) if self.trainer is None else (self.trainer.world_size, self.trainer.global_rank)
+        options = self._loader_options()
+        dataset = self.datasets[split]
+        if split == "train":
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            sampler = ResumableSampler(dataset, world, rank, seed, self._draw_keys(split))
+            return ResumableDataLoader(dataset, sampler=sampler, drop_last=True, **options)
+        if world > 1:
+            strategy = self.trainer.strategy if self.trainer is not None else None
+            if isinstance(strategy, DDPStrategy) and not isinstance(strategy, DeepSpeedStrategy):
+                return DataLoader(dataset, sampler=EvaluationSampler(dataset, world, rank, self.batch_size), **options)
+            warnings.warn(
+                f"{type(strategy).__name__} runs every evaluation step on all processes together, so Lightning pads "
+                f"the {split} split: up to {world - 1} samples are counted twice in the metrics. Evaluate with DDP "
+                "or on one device for exact numbers.",
+                stacklevel=2,
+            )
+        return DataLoader(dataset, shuffle=False, **options)
 
     def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
         """Shuffled training batches (the last incomplete batch dropped)."""
@@ -77,8 +107,8 @@ class BaseAVDataModule(LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        """Prediction batches (the test split)."""
-        return self._loader("test")
+        """Prediction batches (the test split; Lightning splits them across processes without padding)."""
+        return DataLoader(self.datasets["test"], **self._loader_options())
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
         """On the device: frames to float in [0, 1]."""
@@ -185,6 +215,10 @@ class SeparationDataModule(BaseAVDataModule):
     def build_dataset(self, split: Split) -> MixAndSeparate:
         """Mix-and-separate over the split's clips (random for train, fixed for val/test)."""
         return self._mixtures(split, with_embeddings=True)
+
+    def _draw_keys(self, split: Split) -> bool:
+        """Fresh training mixtures are drawn from their sampler key (exact resume, worker-independent)."""
+        return split == "train" and self.fixed_mixtures is None
 
     def prepare_data(self) -> None:
         """Fill the embedding caches (once; later runs find them complete)."""

@@ -53,11 +53,14 @@ class Recipe:
 class MixAndSeparate(Dataset[dict[str, Tensor]]):
     """Mixtures of N clips with their scaled sources and frames.
 
-    Training samples are random (windows, partners, gains, flips) and reproducible under
-    ``lightning.seed_everything(..., workers=True)``: the generator of each sample is seeded from torch's RNG,
-    which Lightning seeds per worker and epoch. With ``fixed_mixtures`` the training set is instead a fixed pool
-    of that many random recipes (seeded by index), so their mixture embeddings can be cached. Evaluation samples
-    are fixed per index and ``seed``: centred windows, unit gain, deterministic partners.
+    Training samples are random (windows, partners, gains, flips). Indexed by a key ``(index, seed, epoch)``
+    (what :class:`~avtoolkit.data.samplers.ResumableSampler` yields for training) a sample's generator is seeded
+    from the key, so its draws do not depend on the worker processes and a run resumed mid-epoch draws what an
+    uninterrupted one would. Indexed by a bare ``int``, the generator is seeded from torch's RNG (reproducible
+    under ``lightning.seed_everything(..., workers=True)``, which seeds each worker). With ``fixed_mixtures`` the
+    training set is instead a fixed pool of that many random recipes (seeded by index), so their mixture
+    embeddings can be cached. Evaluation samples are fixed per index and ``seed``: centred windows, unit gain,
+    deterministic partners.
 
     Clips shorter than the window cannot be cropped; they are left out with a warning that counts them
     (``n_skipped_short``).
@@ -128,11 +131,13 @@ class MixAndSeparate(Dataset[dict[str, Tensor]]):
     def __len__(self) -> int:
         return self.fixed_mixtures or len(self.clips)
 
-    def _generator(self, index: int) -> np.random.Generator:
+    def _generator(self, index: int, key: tuple[int, ...] | None) -> np.random.Generator:
         if not self.train:
             return np.random.default_rng([self.seed, index])
         if self.fixed_mixtures is not None:
             return np.random.default_rng([self.seed, index, 1])
+        if key is not None:
+            return np.random.default_rng([self.seed, index, 2, *key])
         return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
 
     def _partners(self, index: int, rng: np.random.Generator) -> list[int]:
@@ -146,9 +151,9 @@ class MixAndSeparate(Dataset[dict[str, Tensor]]):
             chosen.append(int(rng.choice(np.flatnonzero(allowed))))
         return chosen
 
-    def recipe(self, index: int) -> Recipe:
-        """Which clips, windows, gains and flips make sample ``index``."""
-        rng = self._generator(index)
+    def recipe(self, index: int, key: tuple[int, ...] | None = None) -> Recipe:
+        """Which clips, windows, gains and flips make sample ``index`` (training draws seeded by ``key`` if given)."""
+        rng = self._generator(index, key)
         chosen = self._partners(index % len(self.clips), rng)
         slacks = [self.clips[i].n_samples - self.window for i in chosen]
         if not self.train:
@@ -173,8 +178,9 @@ class MixAndSeparate(Dataset[dict[str, Tensor]]):
         ) / clip.sample_rate
         return [frame_index(clip, float(t)) for t in times]
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        recipe = self.recipe(index)
+    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Tensor]:
+        """Sample ``index``, or ``index[0]`` with its draws seeded by ``index[1:]`` (see the class docstring)."""
+        recipe = self.recipe(index[0], tuple(index[1:])) if isinstance(index, tuple) else self.recipe(index)
         sources = self.sources(recipe)
         sample = {
             MIXTURE: sources.sum(0),
