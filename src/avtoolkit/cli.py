@@ -2,7 +2,7 @@
 
 ``avtoolkit fit|validate|test|predict --config ...`` is a thin :class:`~lightning.pytorch.cli.LightningCLI`
 over the toolkit's tasks and datamodules; ``avtoolkit data ...`` holds the dataset commands (generate the
-built-in synthetic datasets, check a dataset tree).
+built-in synthetic datasets, check a dataset tree), ``avtoolkit pretrain vggish`` pre-trains the audio encoder.
 """
 
 import sys

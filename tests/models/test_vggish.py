@@ -97,8 +97,10 @@ def test_mismatched_files_raise_naming_the_file_and_the_keys(tmp_path):
 def test_bad_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
         VGGish(weights=str(tmp_path / "nowhere.pth"))
-    with pytest.raises(ValueError, match="width"):
-        VGGish(weights=str(tmp_path / "nowhere.pth"), width=0.5)
+    narrow = tmp_path / "narrow.pth"
+    torch.save(VGGish(width=0.125).state_dict(), narrow)
+    with pytest.raises(ValueError, match=r"narrow\.pth.*shape mismatches"):  # saved at another width
+        VGGish(weights=str(narrow), width=0.5)
     for width in (0.0, -1.0, 1.5):
         with pytest.raises(ValueError, match="width"):
             VGGish(width=width)
