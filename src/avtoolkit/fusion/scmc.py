@@ -430,7 +430,8 @@ class SCMC(nn.Module):
             if frames.numel() == 0:
                 continue  # no frame routed here: the expert is not run
             u = expert.update(stream, query, context, frames, query_pos, context_pos)
-            out = out.index_add(0, frames, weights[frames, e, None, None, None] * u)  # scatter back, weighted
+            update = weights[frames, e, None, None, None] * u
+            out = out.index_add(0, frames, update.to(out.dtype))  # scatter back, weighted (autocast: u may be bf16)
         return out.unflatten(0, query.shape[:2])
 
     def forward(self, visual: Tensor, audio: Tensor, dense: bool = False) -> SCMCOutput:
