@@ -1,7 +1,8 @@
-"""Logger-agnostic callbacks: reports and media."""
+"""Logger-agnostic callbacks: reports, media, predictions, and the speed switches."""
 
 from avtoolkit.callbacks.media import MediaLogger
 from avtoolkit.callbacks.predictions import PredictionWriter
 from avtoolkit.callbacks.report import SeparationReport
+from avtoolkit.callbacks.speed import ChannelsLast, Compile
 
-__all__ = ["MediaLogger", "PredictionWriter", "SeparationReport"]
+__all__ = ["ChannelsLast", "Compile", "MediaLogger", "PredictionWriter", "SeparationReport"]
