@@ -41,11 +41,9 @@ from avtoolkit.data.batch import (
 )
 from avtoolkit.data.datamodules import BaseAVDataModule, Split
 from avtoolkit.data.errors import DatasetError
-from avtoolkit.data.video import decode_audio_track, decode_video, read_image
+from avtoolkit.data.video import VIDEO_EXTENSIONS, decode_audio_track, decode_video, read_image
 from avtoolkit.utils.imports import lazy_import
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-"""Containers read with PyAV (FFmpeg)."""
 SOUND_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 """Sound files read with soundfile (libsndfile)."""
 AUDIO_EXTENSIONS = (*SOUND_EXTENSIONS, ".m4a", ".aac", ".opus", *VIDEO_EXTENSIONS)

@@ -19,6 +19,9 @@ from torchvision.io import ImageReadMode, decode_image
 from avtoolkit.data.errors import DatasetError
 from avtoolkit.utils.imports import lazy_import
 
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+"""Video file extensions the toolkit looks for (preferred first when several files match)."""
+
 Size = int | tuple[int, int]
 """An output size: ``S`` for ``S×S`` or ``(H, W)``."""
 
@@ -116,7 +119,8 @@ def read_rgb_mask(path: str | Path, size: Size | None = None) -> Tensor:
     return resize_mask(mask, size)
 
 
-def _open_media(path: str | Path, what: str) -> Any:  # av.container.InputContainer
+def open_media(path: str | Path, what: str) -> Any:  # av.container.InputContainer
+    """Open a media file with PyAV; a missing or unreadable file is a :class:`DatasetError` naming it."""
     av = lazy_import("av", "video")
     path = Path(path)
     if not path.is_file():
@@ -150,7 +154,7 @@ def decode_video(path: str | Path, fps: float, size: Size | None = None) -> Iter
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     av = lazy_import("av", "video")
-    with _open_media(path, "video") as container:
+    with open_media(path, "video") as container:
         if not container.streams.video:
             raise DatasetError(f"{path} has no video stream; expected a video file.")
         stream = container.streams.video[0]
@@ -221,7 +225,7 @@ def decode_audio_track(path: str | Path, sample_rate: int) -> Tensor:
     """
     av = lazy_import("av", "video")
     chunks: list[np.ndarray] = []
-    with _open_media(path, "media") as container:
+    with open_media(path, "media") as container:
         if not container.streams.audio:
             raise DatasetError(f"{path} has no audio stream; a clip needs its sound track.")
         resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # planar: (channels, samples)
