@@ -118,3 +118,35 @@ def test_a_mixture_encoder_at_another_rate_is_rejected(music_tree, tmp_path):
     encoder.sample_rate = 48000
     with pytest.raises(ValueError, match="expects 48000 Hz audio but the data is at 11025 Hz"):
         SeparationDataModule(music_tree, mixture_encoder=encoder, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["s4", "ms3", "avss"])
+def test_segmentation_log_mel_cache_gives_the_same_batches(avsbench_trees, tmp_path, monkeypatch, name):
+    kwargs = {"image_size": 32, "batch_size": 3, "num_workers": 0}
+    plain = SegmentationDataModule(name, avsbench_trees[name], **kwargs)
+    cached = SegmentationDataModule(name, avsbench_trees[name], cache_dir=tmp_path, **kwargs)
+    cached.prepare_data()
+    assert cached.log_mel_cache is not None and len(list(cached.log_mel_cache.folder.rglob("*.npy"))) > 0
+
+    def on_the_device(*args: object) -> None:
+        raise AssertionError("the log-mel was computed on the device although it is cached")
+
+    monkeypatch.setattr(cached.log_mel, "forward", on_the_device)
+    for stage, loader in (("fit", "train_dataloader"), ("test", "test_dataloader")):
+        plain.setup(stage)
+        cached.setup(stage)
+        for a, b in zip(getattr(plain, loader)(), getattr(cached, loader)(), strict=True):
+            a, b = plain.on_after_batch_transfer(a, 0), cached.on_after_batch_transfer(b, 0)
+            assert a.keys() == b.keys()
+            torch.testing.assert_close(b[AUDIO], a[AUDIO], rtol=1e-5, atol=1e-5)  # float32 cache: rounding only
+            assert all(torch.equal(a[key], b[key]) for key in a if key != AUDIO)
+    dataset = cached.datasets["test"]
+    restored = pickle.loads(pickle.dumps(dataset))  # spawn-started workers receive it pickled
+    assert torch.equal(restored[0][AUDIO], dataset[0][AUDIO])
+
+
+def test_segmentation_cache_is_built_on_first_use(tmp_path):
+    dm = SegmentationDataModule("s4", tmp_path / "not-here-yet", cache_dir=tmp_path / "cache")  # e.g. a parsed config
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(ValueError, match="metadata file not found"):
+        dm.prepare_data()

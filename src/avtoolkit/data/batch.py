@@ -16,7 +16,8 @@ Segmentation (AVSBench S4 / MS3 / AVSS):
     FRAMES      (B, T, 3, H, W) uint8 from the workers, float32 in [0, 1] after device transfer
     WAVEFORM    (B, L) float32      16 kHz audio of the clip, zero-padded to T seconds (workers)
     WAVEFORM_LENGTH (B,) int64      samples of WAVEFORM that come from the file (the rest is padding)
-    AUDIO       (B, T, 1, 96, 64)   VGGish log-mel, one 0.96 s window per frame (computed on device)
+    AUDIO       (B, T, 1, 96, 64)   VGGish log-mel, one 0.96 s window per frame (computed on device, or read
+                                    from the datamodule's log-mel cache: avtoolkit.data.features)
     MASKS       (B, T, H, W) int64  0/1 (S4, MS3) or class index 0..C-1 with 0 = background (AVSS)
     MASK_VALID  (B, T) bool         frames that have a ground-truth mask (evaluated/trained on)
 

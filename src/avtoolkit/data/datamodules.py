@@ -1,7 +1,7 @@
 """One LightningDataModule per task family, on a small shared base.
 
 Workers read and crop; :meth:`BaseAVDataModule.on_after_batch_transfer` does the device-side preparation
-(uint8 frames → float in [0, 1]; for segmentation the VGGish log-mel of the audio).
+(uint8 frames → float in [0, 1]; for segmentation the VGGish log-mel of the audio, unless it comes from a cache).
 """
 
 import os
@@ -16,11 +16,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from avtoolkit.data.audio import VGGishLogMel
-from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset
+from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset, SegClip
 from avtoolkit.data.batch import AUDIO, FRAMES, WAVEFORM, WAVEFORM_LENGTH
 from avtoolkit.data.embeddings import FrameEmbeddingCache, MixtureEmbeddingCache
+from avtoolkit.data.features import CachedLogMel, CacheReport, LogMelCache, avsbench_clips, log_mel_settings
 from avtoolkit.data.mixing import MixAndSeparate
-from avtoolkit.data.music import class_names, read_split
+from avtoolkit.data.music import Clip, class_names, read_split
 from avtoolkit.data.samplers import EvaluationSampler, ResumableDataLoader, ResumableSampler
 
 Split = Literal["train", "val", "test"]
@@ -30,6 +31,10 @@ _STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
     "test": ("test",),
     "predict": ("test",),
 }
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class BaseAVDataModule(LightningDataModule):
@@ -222,23 +227,55 @@ class SeparationDataModule(BaseAVDataModule):
 
     def prepare_data(self) -> None:
         """Fill the embedding caches (once; later runs find them complete)."""
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        for split in ("train", "val", "test"):
-            if self.frame_cache is not None:
-                self.frame_cache.ensure(read_split(self.root, split, self.sample_rate, self.fps), device)
-            if self.mixture_cache is not None and (split != "train" or self.fixed_mixtures is not None):
-                mixtures = self._mixtures(split, with_embeddings=False)
+        self.fill_caches()
+
+    def fill_caches(self, device: torch.device | str | None = None, progress: bool = True) -> list[CacheReport]:
+        """Compute what the embedding caches lack (nothing without encoders).
+
+        Frame embeddings of every clip of every split; mixture embeddings of every fixed mixture (val/test, and the
+        training pool when ``fixed_mixtures`` is set), with the keys the batches look them up by.
+
+        Args:
+            device: Where the encoders run; ``None``: CUDA when available, else the CPU.
+            progress: Show progress bars.
+
+        Returns:
+            Per cache (none without encoders): its folder, the entries the tree needs, how many were computed now.
+        """
+        device = _default_device() if device is None else device
+        splits: tuple[Split, ...] = ("train", "val", "test")
+        reports = []
+        if self.frame_cache is not None:
+            clips: dict[tuple[str, str], Clip] = {}
+            for split in splits:
+                clips.update({(c.label, c.id): c for c in read_split(self.root, split, self.sample_rate, self.fps)})
+            computed = self.frame_cache.ensure(list(clips.values()), device, progress)
+            reports.append(CacheReport("frame embeddings", self.frame_cache.folder, len(clips), computed))
+        if self.mixture_cache is not None:
+            entries = computed = 0
+            for split in splits:
+                if split == "train" and self.fixed_mixtures is None:
+                    continue  # fresh random training mixtures are not cacheable
+                mixtures = self._mixtures(split, with_embeddings=False)  # the very mixtures the batches look up
                 all_recipes = [mixtures.recipe(i) for i in range(len(mixtures))]
                 recipes = {recipe.key(mixtures.clips, self.window): recipe for recipe in all_recipes}
 
                 def waveforms(keys: list[str], mixtures: MixAndSeparate = mixtures, recipes: dict = recipes) -> Tensor:
                     return torch.stack([mixtures.sources(recipes[key]).sum(0) for key in keys])
 
-                self.mixture_cache.ensure(list(recipes), waveforms, device, progress=True)
+                entries += len(recipes)
+                computed += self.mixture_cache.ensure(list(recipes), waveforms, device, progress=progress)
+            reports.append(CacheReport("mixture embeddings", self.mixture_cache.folder, entries, computed))
+        return reports
 
 
 class SegmentationDataModule(BaseAVDataModule):
-    """AVSBench S4 / MS3 / AVSS batches in the official layouts, with the VGGish log-mel computed on the device.
+    """AVSBench S4 / MS3 / AVSS batches in the official layouts, with the VGGish log-mel of each clip's audio.
+
+    The log-mel (``AUDIO``) is computed on the batch's device from the waveform, or, with ``cache_dir``, computed
+    once per clip into an on-disk cache (:class:`~avtoolkit.data.features.LogMelCache`, filled by
+    :meth:`prepare_data` or ahead of time by :func:`~avtoolkit.data.precompute.compute_features`) and read by the
+    workers. Both give the same batches (up to float32 rounding) with the same keys.
 
     Args:
         dataset: Which benchmark layout ``root`` holds.
@@ -246,8 +283,10 @@ class SegmentationDataModule(BaseAVDataModule):
         image_size: Side of the square frames and masks.
         avss_subsets: AVSS subsets to read (v1s, v1m, v2).
         avss_frames: Frames per AVSS clip (v1 clips are zero-padded to it; padded frames are never evaluated).
+        cache_dir: Folder of the feature caches (the log-mel goes to ``{cache_dir}/log_mel/{key}``); ``None``
+            computes the log-mel on the device for every batch.
         batch_size: Clips per batch.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers (and threads reading audio when the cache is filled).
     """
 
     def __init__(
@@ -257,6 +296,7 @@ class SegmentationDataModule(BaseAVDataModule):
         image_size: int = 224,
         avss_subsets: tuple[Literal["v1s", "v1m", "v2"], ...] = ("v1s", "v1m", "v2"),
         avss_frames: int = 10,
+        cache_dir: str | Path | None = None,
         batch_size: int = 4,
         num_workers: int = 2,
     ) -> None:
@@ -267,21 +307,64 @@ class SegmentationDataModule(BaseAVDataModule):
         self.image_size = image_size
         self.avss_subsets = avss_subsets
         self.avss_frames = avss_frames
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._log_mel_cache: LogMelCache | None = None
         # One 0.96 s window per frame; S4/MS3 repeat the last window when audio is short, AVSS zero-pads.
-        n_frames = avss_frames if dataset == "avss" else 5
-        self.log_mel = VGGishLogMel(n_frames, pad="zero" if dataset == "avss" else "repeat")
+        self.log_mel = VGGishLogMel(*log_mel_settings(dataset, avss_frames))
+
+    @property
+    def log_mel_cache(self) -> LogMelCache | None:
+        """The on-disk log-mel cache, ``None`` without ``cache_dir``.
+
+        Built on first use, so a datamodule can be configured (e.g. a config parsed) where the tree is absent.
+        """
+        if self.cache_dir is not None and self._log_mel_cache is None:
+            self._log_mel_cache = LogMelCache(
+                self.cache_dir, self.root, self.dataset, self.avss_frames, num_workers=max(1, self.num_workers)
+            )
+        return self._log_mel_cache
 
     def build_dataset(self, split: Split) -> Dataset[dict[str, Tensor]]:
-        """The split of the chosen benchmark."""
+        """The split of the chosen benchmark (its samples carry the cached log-mel when there is a cache)."""
+        dataset: S4Dataset | MS3Dataset | AVSSDataset
         if self.dataset == "s4":
-            return S4Dataset(self.root, split, self.image_size)
-        if self.dataset == "ms3":
-            return MS3Dataset(self.root, split, self.image_size)
-        return AVSSDataset(self.root, split, self.image_size, self.avss_subsets, self.avss_frames)
+            dataset = S4Dataset(self.root, split, self.image_size)
+        elif self.dataset == "ms3":
+            dataset = MS3Dataset(self.root, split, self.image_size)
+        else:
+            dataset = AVSSDataset(self.root, split, self.image_size, self.avss_subsets, self.avss_frames)
+        cache = self.log_mel_cache
+        return dataset if cache is None else CachedLogMel(dataset, cache)
+
+    def all_clips(self) -> list[SegClip]:
+        """Every clip of every split (for AVSS, of the chosen subsets), in metadata order."""
+        return avsbench_clips(self.root, self.dataset, self.avss_frames, self.avss_subsets)
+
+    def prepare_data(self) -> None:
+        """Fill the log-mel cache, if any, for every clip of every split (once; later runs find it complete)."""
+        self.fill_caches()
+
+    def fill_caches(self, device: torch.device | str | None = None, progress: bool = True) -> list[CacheReport]:
+        """Compute the log-mel of the clips the cache lacks (nothing without ``cache_dir``).
+
+        Args:
+            device: Where the log-mel is computed; ``None``: CUDA when available, else the CPU.
+            progress: Show a progress bar.
+
+        Returns:
+            The log-mel cache's folder, the clips the tree has and how many were computed now (empty without cache).
+        """
+        cache = self.log_mel_cache
+        if cache is None:
+            return []
+        clips = self.all_clips()
+        computed = cache.ensure(clips, _default_device() if device is None else device, progress)
+        return [CacheReport("log-mel", cache.folder, len({cache.path(clip) for clip in clips}), computed)]
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
-        """On the device: frames to float, audio → VGGish log-mel ``(B, T, 1, 96, 64)``."""
+        """On the device: frames to float, audio → VGGish log-mel ``(B, T, 1, 96, 64)`` unless it came cached."""
         batch = super().on_after_batch_transfer(batch, dataloader_idx)
-        self.log_mel.to(batch[WAVEFORM].device)
-        batch[AUDIO] = self.log_mel(batch[WAVEFORM], batch.get(WAVEFORM_LENGTH))
+        if AUDIO not in batch:
+            self.log_mel.to(batch[WAVEFORM].device)
+            batch[AUDIO] = self.log_mel(batch[WAVEFORM], batch.get(WAVEFORM_LENGTH))
         return batch

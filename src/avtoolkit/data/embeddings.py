@@ -262,6 +262,11 @@ class MixtureEmbeddingCache:
     :meth:`put_many` is one transaction, and concurrent processes (DataLoader workers, DDP ranks) wait for each
     other's locks. SQLite needs working POSIX file locks: keep the cache on a local disk, not NFS.
 
+    A solo clip is a mixture of one source: its embedding is stored under a key naming the clip and its window
+    like any other (e.g. the recipe keys of ``n_sources=1``), so per-clip CLAP embeddings need no cache of their
+    own. They cannot stand in for a mixture's embedding (HFRA's alignment target): CLAP is not linear, so the
+    embedding of a mixture cannot be derived from those of its sources.
+
     Args:
         root: Cache root (the folder ``{root}/mixtures/{key}`` is used).
         encoder: The audio encoder: ``(B, L)`` waveforms → ``(B, D)``.
