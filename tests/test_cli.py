@@ -1,5 +1,6 @@
 """The `avtoolkit` command: help, version, every shipped config, a real fit/test, the data commands."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ def test_version_and_help(capsys):
         ("fit", "--help"): "--model.help",
         ("data", "--help"): "synth",
         ("data", "synth", "--help"): "Generate a built-in synthetic dataset",
+        ("data", "features", "--help"): "Fill the feature caches an experiment's datamodule reads",
     }
     for args, text in expected.items():
         with pytest.raises(SystemExit) as exit_info:
@@ -122,3 +124,27 @@ def test_check_exits_non_zero_on_a_broken_tree(tmp_path, capsys):
         main(["data", "check", "s4", str(tmp_path / "s4")])
     assert exit_info.value.code == 1
     assert Path(broken["missing_frame"]).name in capsys.readouterr().out
+
+
+def test_features_command_fills_the_caches_of_the_experiment_datamodule(avsbench_trees, tmp_path, capsys):
+    data = {
+        "class_path": "avtoolkit.data.datamodules.SegmentationDataModule",
+        "init_args": {"dataset": "s4", "root": str(avsbench_trees["s4"]), "image_size": 32, "num_workers": 0},
+    }
+    experiment = tmp_path / "experiment.yaml"  # only the data section is built: the model is never instantiated
+    experiment.write_text(yaml.safe_dump({"model": {"class_path": "not.a.Task"}, "data": data}))
+    with pytest.raises(SystemExit, match=rf"error: {re.escape(str(experiment))}: .* set data\.init_args\.cache_dir"):
+        main(["data", "features", str(experiment), "--device", "cpu"])
+    overlay = tmp_path / "cache.yaml"
+    overlay.write_text(yaml.safe_dump({"data": {"init_args": {"cache_dir": str(tmp_path / "cache")}}}))
+    command = ["data", "features", str(experiment), "--overlay", str(overlay), "--device", "cpu"]
+    main(command)
+    out = capsys.readouterr().out
+    assert f"s4 tree {avsbench_trees['s4']}:" in out
+    assert "log-mel: 7 entries, 7 computed now, 0 already cached" in out and str(tmp_path / "cache" / "log_mel") in out
+    main(command)
+    assert "log-mel: 7 entries, 0 computed now, 7 already cached" in capsys.readouterr().out
+    trainer_only = tmp_path / "trainer.yaml"
+    trainer_only.write_text(yaml.safe_dump({"trainer": {"max_epochs": 1}}))
+    with pytest.raises(SystemExit, match=re.escape(f"error: {trainer_only} has no `data` section")):
+        main(["data", "features", str(trainer_only)])

@@ -2,7 +2,9 @@
 
 ``avtoolkit fit|validate|test|predict --config ...`` is a thin :class:`~lightning.pytorch.cli.LightningCLI`
 over the toolkit's tasks and datamodules; ``avtoolkit data ...`` holds the dataset commands (generate the
-built-in synthetic datasets, check a dataset tree), ``avtoolkit pretrain vggish`` pre-trains the audio encoder.
+built-in synthetic datasets, prepare MUSIC/VGGSound from downloaded videos, check a dataset tree, fill an
+experiment's feature caches);
+``avtoolkit pretrain vggish`` pre-trains the audio encoder.
 """
 
 import sys
@@ -72,19 +74,155 @@ def synth(
     print(f"{layout} dataset ready at {path}")
 
 
-def check(layout: Literal["music", "s4", "ms3", "avss"], root: Path) -> None:
+def prepare(
+    videos: Path,
+    id_list: Path,
+    out: Path,
+    extra_lists: list[Path] | None = None,
+    format: Literal["music", "vggsound"] | None = None,
+    train_ids: Path | None = None,
+    val_ids: Path | None = None,
+    test_ids: Path | None = None,
+    keep_first: bool = False,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    duets: Literal["separate", "skip"] = "separate",
+    sample_rate: int = 11025,
+    fps: float = 8.0,
+    short_side: int | None = 256,
+    min_seconds: float = 6.0,
+    jpeg_quality: int = 90,
+    workers: int | None = None,
+    progress: bool = True,
+) -> None:
+    """Prepare MUSIC / MUSIC-21 / VGGSound from downloaded videos and a published id list, and print a report.
+
+    Writes {out}/audio, {out}/frames, {out}/{train,val,test}.csv (and duet.csv for MUSIC duets) and
+    {out}/prepare_report.txt. Re-running resumes: complete clips are not decoded again. Exit status 0 when the
+    tree is usable (videos that could not be prepared are listed, not fatal); 1 when nothing could be prepared
+    or the tree fails `avtoolkit data check` (e.g. an empty split); 2 on a malformed id or split list, an id in
+    two split lists (without --keep_first), or an out folder that is not a tree prepared with these settings.
+
+    Args:
+        videos: Folder of the downloaded videos, searched recursively: MUSIC {youtube_id}.mp4/.mkv/.webm;
+            VGGSound {youtube_id}_{start:06d}.*, {youtube_id}_{start}.* or {youtube_id}.* (a whole video).
+        id_list: Published id list: MUSIC/MUSIC-21 JSON ({"videos": {class: [id, ...]}}) or vggsound.csv.
+        out: Folder of the prepared tree (created; the folder of an earlier run is resumed).
+        extra_lists: More id lists of the same format, merged with id_list (e.g. MUSIC_duet_videos.json).
+        format: music or vggsound (default: from the suffix, .json or .csv).
+        train_ids: Explicit train ids: one id per line, or a CSV whose first column is an id or a path
+            (CLIPSep's lists, a prepared train.csv). With any explicit list, the rest of the id list keeps its
+            own split (VGGSound) or train (MUSIC), unless that split has a list.
+        val_ids: Explicit val ids (same formats); without it val is drawn from train.
+        test_ids: Explicit test ids (same formats); without it MUSIC test is drawn from train.
+        keep_first: Keep an id named in several split lists in the first (train, val, test) instead of failing.
+        val_fraction: Fraction of each class's train ids drawn for val.
+        test_fraction: Fraction of each class's train ids drawn for test (MUSIC without test_ids).
+        seed: Seed of the drawn splits.
+        duets: separate (MUSIC duets into duet.csv, never train/val/test) or skip.
+        sample_rate: Audio rate of the wavs (Hz).
+        fps: Frame rate of the extracted frames.
+        short_side: Resize frames to this short side in pixels (never enlarged); null keeps the video's size.
+        min_seconds: Leave out clips shorter than this (the default training window needs 5.94 s).
+        jpeg_quality: JPEG quality of the frames (1-100).
+        workers: Processes decoding videos (default: all cores).
+        progress: Show a progress bar.
+    """
+    from avtoolkit.data.errors import DatasetError
+    from avtoolkit.data.prepare import prepare_separation
+
+    try:
+        report = prepare_separation(
+            videos,
+            [id_list, *(extra_lists or [])],
+            out,
+            format=format,
+            train_ids=train_ids,
+            val_ids=val_ids,
+            test_ids=test_ids,
+            keep_first=keep_first,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            duets=duets,
+            sample_rate=sample_rate,
+            fps=fps,
+            short_side=short_side,
+            min_seconds=min_seconds,
+            jpeg_quality=jpeg_quality,
+            workers=workers,
+            progress=progress,
+        )
+    except DatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+    print(report.format())
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def check(
+    layout: Literal["music", "s4", "ms3", "avss"], root: Path, sample_rate: int = 11025, fps: float = 8.0
+) -> None:
     """Check a dataset tree against its layout and print a report; exit status 1 if it has errors.
 
     Args:
         layout: music (MUSIC-style prepared layout), s4, ms3 or avss (AVSBench layouts).
         root: Dataset root.
+        sample_rate: Music layout: the rate every wav must have (AVSBench audio is always 16 kHz).
+        fps: Music layout: the frame rate of the frame folders.
     """
     from avtoolkit.data.check import check_tree
 
-    report = check_tree(root, layout)
+    report = check_tree(root, layout, sample_rate, fps)
     print(report.format())
     if not report.ok:
         raise SystemExit(1)
+
+
+def features(
+    experiment: Path,
+    overlay: Path | None = None,
+    vggish_weights: Path | None = None,
+    vggish_width: float = 1.0,
+    device: str | None = None,
+) -> None:
+    """Fill the feature caches an experiment's datamodule reads, once, ahead of training (e.g. of a multi-GPU job).
+
+    Only the datamodule of the config's data section is built, and exactly the caches it reads are filled, with the
+    keys its prepare_data uses (segmentation: the log-mel of every clip, with data.init_args.cache_dir set;
+    separation: the embeddings of its frozen encoders). Re-running computes only what is missing.
+
+    Args:
+        experiment: The experiment config you train with (the FILE of `avtoolkit fit --config FILE`, given here
+            without --config), e.g. configs/experiment/favs_s4_224.yaml.
+        overlay: A second config whose data section overrides the experiment's, as a second `fit --config` does.
+        vggish_weights: VGGish state dict (segmentation): also cache its embeddings of the log-mel, for analyses.
+        vggish_width: Channel multiplier the VGGish weights were saved at.
+        device: Where features are computed (default: cuda when available, else cpu).
+    """
+    from avtoolkit.data.datamodules import SegmentationDataModule, SeparationDataModule
+    from avtoolkit.data.precompute import compute_features, datamodule_from_config
+
+    configs = [experiment] if overlay is None else [experiment, overlay]
+    names = ", ".join(str(config) for config in configs)
+    try:
+        datamodule = datamodule_from_config(configs)
+        if not isinstance(datamodule, SegmentationDataModule | SeparationDataModule):
+            raise ValueError(f"{names}: its {type(datamodule).__name__} has no feature caches")
+        encoder = None
+        if vggish_weights is not None:
+            from avtoolkit.models.encoders.vggish import VGGish
+
+            encoder = VGGish(str(vggish_weights), vggish_width, freeze=True)
+    except (ValueError, FileNotFoundError) as err:  # DatasetError is a ValueError
+        raise SystemExit(f"error: {err}") from err
+    try:
+        summary = compute_features(datamodule, vggish=encoder, device=device)
+    except ValueError as err:  # no cache configured, or a tree that does not match its layout
+        raise SystemExit(f"error: {names}: {err}") from err
+    print(summary.format())
 
 
 def vggish(
@@ -142,7 +280,12 @@ def main(args: list[str] | None = None) -> None:
     """Run the ``avtoolkit`` command with ``args`` (default: ``sys.argv[1:]``)."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["data"]:
-        auto_cli([synth, check], args=argv[1:], description="avtoolkit dataset commands", version=__version__)
+        auto_cli(
+            [synth, prepare, check, features],
+            args=argv[1:],
+            description="avtoolkit dataset commands",
+            version=__version__,
+        )
         return
     if argv[:1] == ["pretrain"]:
         auto_cli({"vggish": vggish}, args=argv[1:], description="avtoolkit encoder pre-training", version=__version__)
