@@ -66,7 +66,7 @@ def synth(
         soundfont: General MIDI .sf2/.sf3 (default: the one Debian's fluidr3mono-gm-soundfont installs).
         emoji_font: Noto Color Emoji font file (default: Debian's fonts-noto-color-emoji).
         clipart_dir: Folder of openclipart SVGs (default: Debian's openclipart-svg).
-        workers: Processes to use (default: all cores).
+        workers: Processes to use (default: one for tiny, all cores for small).
     """
     from avtoolkit.data.synth import generate
 

@@ -185,8 +185,9 @@ def generate(
         emoji_font: Colour emoji font. Default: Noto Color Emoji (Debian package fonts-noto-color-emoji).
         clipart_dir: Openclipart SVG folder. Default: /usr/share/openclipart/svg (Debian package
             openclipart-svg).
-        workers: Processes rendering clips in parallel. Default: one per available CPU core. The files do not
-            depend on it.
+        workers: Processes rendering clips in parallel. Default: this process alone for "tiny" (starting
+            worker processes costs more than its few clips), one per available CPU core for "small". The files
+            do not depend on it.
         progress: Show a progress bar.
 
     Returns:
@@ -210,6 +211,8 @@ def generate(
     with atomic_path(root) as tmp:
         tmp.mkdir()
         jobs = [_Job(layout, size, seed, assets, tmp, clip) for clip in clips]
+        if workers is None and size == "tiny":
+            workers = 1
         made = _make_all(jobs, workers, progress, desc=f"{layout} ({size})")
         files = _Files(tmp)
         for name, text in _INDEXES[layout](clips, size).items():
