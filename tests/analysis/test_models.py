@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from fixtures.tiny_models import TINY_DGFNET
 
 from avtoolkit.analysis.models import corrupt_visual, gate_stress_test, source_representations
 from avtoolkit.data.batch import FRAMES, LABELS, MIXTURE, SOURCES, VISUAL_EMB
@@ -52,17 +53,7 @@ def test_corrupt_visual_frames():
 
 
 def test_gate_stress_test_reports_clean_and_each_corruption():
-    model = DGFNet(
-        visual_dim=D,
-        channels=8,
-        gate_level=2,
-        attention_groups=4,
-        decoder_dim=16,
-        decoder_heads=2,
-        decoder_ffn_dim=32,
-        decoder_layers=1,
-        **UNET,
-    )
+    model = DGFNet(visual_dim=D, **TINY_DGFNET, **UNET)
     torch.nn.init.normal_(model.gate.gate_conv.weight)  # a "trained" gate: σ depends on the features
     stats = gate_stress_test(task_of(model), [batch(0), batch(1)])
     assert set(stats) == {"clean", "noise", "shuffle"}

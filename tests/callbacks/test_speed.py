@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from fixtures.tiny_models import TINY_FAVS
+from fixtures.tiny_models import TINY_DGFNET, TINY_FAVS
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
 from avtoolkit.callbacks.speed import ChannelsLast, Compile
@@ -54,18 +54,7 @@ BUILDERS: dict[str, Callable[[dict[str, Path], Path], tuple[LightningModule, Bas
         HFRA(visual_dim=8, middle_channels=4, channels=8, visual_encoder=frame_encoder(), **UNET), music
     ),
     "dgfnet": lambda trees, music: separation(
-        DGFNet(
-            visual_dim=8,
-            channels=8,
-            gate_level=2,
-            attention_groups=4,
-            decoder_dim=16,
-            decoder_heads=2,
-            decoder_ffn_dim=32,
-            decoder_layers=1,
-            visual_encoder=frame_encoder(),
-            **UNET,
-        ),
+        DGFNet(visual_dim=8, visual_encoder=frame_encoder(), **TINY_DGFNET, **UNET),
         music,
     ),
 }
