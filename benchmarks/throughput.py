@@ -4,8 +4,8 @@ Each (model, switch) pair is built from its experiment config plus the switch's 
 bf16.yaml, channels_last.yaml, compile.yaml: the files users stack on their runs) and trained through Lightning
 on a few batches read once and kept in memory, so the data pipeline is not measured — only the training step
 (forward, loss, backward, optimiser). The first ``--warmup`` steps (compilation, allocator warm-up) are not
-timed. FLOPs of one step are counted with torch's FlopCounterMode; MFU = FLOPs / step time / the device's peak
-for the step's dtype (Lightning's table of GPU peaks; none on CPUs, so no MFU there).
+timed, nor the next one, whose FLOPs are counted (torch's FlopCounterMode). MFU = FLOPs / step time / the
+device's peak for the step's dtype (Lightning's table of GPU peaks; none on CPUs, so no MFU there).
 
     python benchmarks/throughput.py                       # quick-start models (what runs on a laptop CPU)
     python benchmarks/throughput.py --scale paper         # the papers' networks (Swin-B FAVS, ...), for GPUs
@@ -55,7 +55,7 @@ SWITCHES["bf16+channels-last+compile"] = ["bf16", "channels_last", "compile"]
 
 
 class StepTimer(Callback):
-    """Times every training step after ``warmup`` (device synchronised), counts FLOPs of the last warm-up step."""
+    """Counts the FLOPs of the step after the ``warmup`` steps, then times each later step (device synchronised)."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
@@ -70,8 +70,8 @@ class StepTimer(Callback):
             torch.cuda.synchronize(pl_module.device)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        """Start the clock (and, on the last warm-up step, the FLOP counter)."""
-        if batch_idx == max(self.warmup - 1, 0) and self._counter is None and not self.flops:
+        """Start the clock (and, on the step after the warm-up, the FLOP counter)."""
+        if batch_idx == self.warmup:
             self._counter = FlopCounterMode(display=False)
             self._counter.__enter__()
         self._sync(pl_module)
@@ -87,7 +87,7 @@ class StepTimer(Callback):
             self._counter.__exit__(None, None, None)
             self.flops = self._counter.get_total_flops()
             self._counter = None
-        elif batch_idx >= self.warmup:
+        elif batch_idx > self.warmup:
             self.times.append(elapsed)
         self.losses.append(float(outputs["loss"]))
 
@@ -114,13 +114,13 @@ def measure(config: str, layout: str, overlays: list[str], steps: int, warmup: i
     datamodule.setup("fit")
     loader = iter(datamodule.train_dataloader())
     batches = [datamodule.on_after_batch_transfer(next(loader), 0) for _ in range(min(steps, 4))]
-    batches = [batches[i % len(batches)] for i in range(warmup + steps)]
+    batches = [batches[i % len(batches)] for i in range(warmup + 1 + steps)]  # + the FLOP-counted step
     timer = StepTimer(warmup)
     trainer = Trainer(
         accelerator="auto",
         devices=1,
         precision=cli.trainer.precision,  # type: ignore[arg-type]
-        max_steps=warmup + steps,
+        max_steps=len(batches),
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
