@@ -10,7 +10,6 @@ in 0.2 s and takes about 18 ms a frame. Resizing other frame sizes adds little. 
 :meth:`~FrozenEncoder.identity` takes 0.1 to 0.5 s per call.
 """
 
-import hashlib
 import pickle
 import warnings
 import zipfile
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
+from avtoolkit.utils.digest import state_digest
 from avtoolkit.utils.imports import lazy_import
 
 _SHOWN_MISMATCHES = 5  # keys named per kind of mismatch in the error message
@@ -148,12 +148,7 @@ class FrozenEncoder(nn.Module):
 
         Computed on each call (about 0.5 s for ViT-B-32 on a CPU), so it always describes the weights in use.
         """
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.state_dict().items()):
-            data = tensor.detach().cpu().contiguous().reshape(-1)
-            digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(data.view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+        return state_digest(self)
 
     def weights_tag(self) -> str:
         """``random-seed{seed}:{digest}`` or ``weights:{digest}`` (first 16 hex digits of :meth:`weights_digest`).
