@@ -14,6 +14,7 @@ from avtoolkit.data.batch import (
     SOURCES,
     VISUAL_EMB,
     WAVEFORM,
+    WAVEFORM_LENGTH,
 )
 from avtoolkit.data.datamodules import SegmentationDataModule, SeparationDataModule
 
@@ -137,9 +138,9 @@ def test_segmentation_log_mel_cache_gives_the_same_batches(avsbench_trees, tmp_p
         cached.setup(stage)
         for a, b in zip(getattr(plain, loader)(), getattr(cached, loader)(), strict=True):
             a, b = plain.on_after_batch_transfer(a, 0), cached.on_after_batch_transfer(b, 0)
-            assert a.keys() == b.keys()
+            assert b.keys() == a.keys() - {WAVEFORM, WAVEFORM_LENGTH}  # with a cache no audio is read
             torch.testing.assert_close(b[AUDIO], a[AUDIO], rtol=1e-5, atol=1e-5)  # float32 cache: rounding only
-            assert all(torch.equal(a[key], b[key]) for key in a if key != AUDIO)
+            assert all(torch.equal(a[key], b[key]) for key in b if key != AUDIO)
     dataset = cached.datasets["test"]
     restored = pickle.loads(pickle.dumps(dataset))  # spawn-started workers receive it pickled
     assert torch.equal(restored[0][AUDIO], dataset[0][AUDIO])

@@ -15,15 +15,13 @@ from torch import Tensor, nn
 
 from avtoolkit.data import features
 from avtoolkit.data.audio import VGGishLogMel
-from avtoolkit.data.avsbench import SegClip
+from avtoolkit.data.avsbench import SegClip, avsbench_clips, read_clip_audio
 from avtoolkit.data.datamodules import SegmentationDataModule, SeparationDataModule
 from avtoolkit.data.features import (
     CacheError,
     LogMelCache,
     VGGishEmbeddingCache,
-    avsbench_clips,
     log_mel_settings,
-    read_clip_audio,
 )
 from avtoolkit.data.precompute import compute_features, datamodule_from_config
 from avtoolkit.models.encoders.vggish import VGGish

@@ -6,7 +6,8 @@ Each dataset returns tensor-only samples with the keys of :mod:`avtoolkit.data.b
 - ``WAVEFORM`` float32 ``(T × 16000,)``: the clip's 16 kHz audio from its start, **zero-padded** when the file
   is shorter than ``T`` seconds and **cropped** when it is longer (5 s for S4/MS3, ``n_frames`` s for AVSS).
   ``WAVEFORM_LENGTH`` says how many samples came from the file. The VGGish log-mel is computed on the device
-  (:class:`avtoolkit.data.audio.VGGishLogMel`), which fills windows past that length as each benchmark does.
+  (:class:`avtoolkit.data.audio.VGGishLogMel`), which fills windows past that length as each benchmark does;
+  with a log-mel cache the samples carry ``AUDIO`` instead (:class:`avtoolkit.data.features.CachedLogMel`).
 - ``MASKS`` int64 ``(T, S, S)``, resized nearest-neighbour: 0/1 for S4/MS3 (binarised with ``> 0``), class
   indices ``0..C-1`` for AVSS (0 = background), decoded from ``labels_rgb`` with the VOC bit palette.
 - ``MASK_VALID`` bool ``(T,)``: frames that have a ground-truth mask. S4 train has only frame 1; AVSS v1s
@@ -203,6 +204,29 @@ def avss_clip(root: Path, row: dict[str, str], where: str, n_frames: int = 10) -
     )
 
 
+def avsbench_clips(
+    root: str | Path, layout: Literal["s4", "ms3", "avss"], avss_frames: int = 10, subsets: Sequence[Subset] = SUBSETS
+) -> list[SegClip]:
+    """Every clip of every split of an S4/MS3/AVSS tree, in metadata order (AVSS: only the given subsets).
+
+    Raises:
+        DatasetError: the metadata file is missing or malformed.
+    """
+    root = Path(root)
+    if layout == "s4":
+        return [s4_clip(root, row, where) for where, row in read_csv(root / S4_METADATA, S4_COLUMNS)]
+    if layout == "ms3":
+        return [ms3_clip(root, row, where) for where, row in read_csv(root / MS3_METADATA, MS3_COLUMNS)]
+    rows = read_csv(root / AVSS_METADATA, AVSS_COLUMNS)
+    return [avss_clip(root, row, where, avss_frames) for where, row in rows if avss_subset(row, where) in subsets]
+
+
+def read_clip_audio(clip: SegClip, n_samples: int) -> tuple[Tensor, int]:
+    """A clip's first ``n_samples`` at 16 kHz, zero-padded, and how many of them come from the file."""
+    waveform = read_audio(clip.audio, SAMPLE_RATE, 0, n_samples, pad=True)
+    return waveform, min(audio_info(clip.audio)[1], n_samples)
+
+
 def read_label2idx(path: Path) -> tuple[str, ...]:
     """Class names of AVSS ``label2idx.json`` (the public 1-based copy: class index = value − 1).
 
@@ -313,6 +337,7 @@ class _SegmentationDataset(Dataset[dict[str, Tensor]]):
         self.split = split
         self.image_size = image_size
         self.n_samples = seconds * SAMPLE_RATE
+        self.with_waveform = True  # read the audio; off when the log-mel comes from a cache (features.CachedLogMel)
 
     @property
     def names(self) -> list[str]:
@@ -332,14 +357,16 @@ class _SegmentationDataset(Dataset[dict[str, Tensor]]):
             [self._read_mask(p) if p else torch.zeros(size, size, dtype=torch.int64) for p in clip.masks]
         )
         valid = torch.tensor([p is not None for p in clip.masks])
-        return {
+        sample = {
             batch.FRAMES: frames,
-            batch.WAVEFORM: read_audio(clip.audio, SAMPLE_RATE, 0, self.n_samples, pad=True),
-            batch.WAVEFORM_LENGTH: torch.tensor(min(audio_info(clip.audio)[1], self.n_samples)),
             batch.MASKS: masks,
             batch.MASK_VALID: valid,
             batch.LABELS: torch.tensor(self._label(clip, masks, valid), dtype=torch.int64),
         }
+        if self.with_waveform:
+            waveform, length = read_clip_audio(clip, self.n_samples)
+            sample |= {batch.WAVEFORM: waveform, batch.WAVEFORM_LENGTH: torch.tensor(length)}
+        return sample
 
     def _read_mask(self, path: Path) -> Tensor:
         """Binary mask (``> 0``) as int64 ``(S, S)``."""

@@ -16,10 +16,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from avtoolkit.data.audio import VGGishLogMel
-from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset, SegClip
+from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset, SegClip, avsbench_clips
 from avtoolkit.data.batch import AUDIO, FRAMES, WAVEFORM, WAVEFORM_LENGTH
 from avtoolkit.data.embeddings import FrameEmbeddingCache, MixtureEmbeddingCache
-from avtoolkit.data.features import CachedLogMel, CacheReport, LogMelCache, avsbench_clips, log_mel_settings
+from avtoolkit.data.features import CachedLogMel, CacheReport, LogMelCache, log_mel_settings
 from avtoolkit.data.mixing import MixAndSeparate
 from avtoolkit.data.music import Clip, class_names, read_split
 from avtoolkit.data.samplers import EvaluationSampler, ResumableDataLoader, ResumableSampler
@@ -275,7 +275,8 @@ class SegmentationDataModule(BaseAVDataModule):
     The log-mel (``AUDIO``) is computed on the batch's device from the waveform, or, with ``cache_dir``, computed
     once per clip into an on-disk cache (:class:`~avtoolkit.data.features.LogMelCache`, filled by
     :meth:`prepare_data` or ahead of time by :func:`~avtoolkit.data.precompute.compute_features`) and read by the
-    workers. Both give the same batches (up to float32 rounding) with the same keys.
+    workers, which then read no audio. Both give the same batches (up to float32 rounding), except that cached
+    batches carry no ``WAVEFORM``/``WAVEFORM_LENGTH``.
 
     Args:
         dataset: Which benchmark layout ``root`` holds.

@@ -39,28 +39,20 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from avtoolkit.data.audio import VGGishLogMel, audio_info, read_audio
+from avtoolkit.data.audio import VGGishLogMel
 from avtoolkit.data.avsbench import (
-    AVSS_COLUMNS,
     AVSS_METADATA,
-    MS3_COLUMNS,
     MS3_METADATA,
-    S4_COLUMNS,
     S4_FRAMES,
     S4_METADATA,
     SAMPLE_RATE,
-    SUBSETS,
     SegClip,
-    Subset,
-    avss_clip,
-    avss_subset,
-    ms3_clip,
-    read_csv,
-    s4_clip,
+    read_clip_audio,
 )
 from avtoolkit.data.batch import AUDIO
 from avtoolkit.data.embeddings import cache_folder
 from avtoolkit.data.errors import DatasetError
+from avtoolkit.utils.digest import state_digest
 from avtoolkit.utils.files import atomic_path
 
 SegLayout = Literal["s4", "ms3", "avss"]
@@ -72,7 +64,6 @@ LOG_MEL_VERSION = 1
 """Version of the log-mel computation (:class:`VGGishLogMel` and how the audio is read); part of the key."""
 
 _METADATA = {"s4": S4_METADATA, "ms3": MS3_METADATA, "avss": AVSS_METADATA}
-_COLUMNS = {"s4": S4_COLUMNS, "ms3": MS3_COLUMNS, "avss": AVSS_COLUMNS}
 
 
 class CacheError(RuntimeError):
@@ -88,29 +79,6 @@ def log_mel_settings(layout: SegLayout, avss_frames: int = 10) -> tuple[int, Pad
     if layout not in SEG_LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(SEG_LAYOUTS)}, got {layout!r}")
     return (avss_frames, "zero") if layout == "avss" else (S4_FRAMES, "repeat")
-
-
-def avsbench_clips(
-    root: str | Path, layout: SegLayout, avss_frames: int = 10, subsets: Sequence[Subset] = SUBSETS
-) -> list[SegClip]:
-    """Every clip of every split of an AVSBench tree, in metadata order (AVSS: only the given subsets).
-
-    Raises:
-        DatasetError: the metadata file is missing or malformed.
-    """
-    root = Path(root)
-    rows = read_csv(root / _METADATA[layout], _COLUMNS[layout])
-    if layout == "s4":
-        return [s4_clip(root, row, where) for where, row in rows]
-    if layout == "ms3":
-        return [ms3_clip(root, row, where) for where, row in rows]
-    return [avss_clip(root, row, where, avss_frames) for where, row in rows if avss_subset(row, where) in subsets]
-
-
-def read_clip_audio(clip: SegClip, n_samples: int) -> tuple[Tensor, int]:
-    """A clip's first ``n_samples`` at 16 kHz, zero-padded, and how many come from the file (as the datasets read)."""
-    waveform = read_audio(clip.audio, SAMPLE_RATE, 0, n_samples, pad=True)
-    return waveform, min(audio_info(clip.audio)[1], n_samples)
 
 
 def _digest(array: Tensor) -> str:
@@ -293,16 +261,6 @@ class LogMelCache(_ClipFiles):
         return len(todo)
 
 
-def state_digest(module: nn.Module) -> str:
-    """SHA-256 of a module's state (names, dtypes, shapes and bytes of its parameters and buffers)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        data = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def module_identity(module: nn.Module) -> str:
     """The module's ``identity()`` if it has one, else its class and the digest of its weights.
 
@@ -405,6 +363,7 @@ class VGGishEmbeddingCache(_ClipFiles):
 
 class _ClipDataset(Protocol):
     clips: list[SegClip]
+    with_waveform: bool
 
     def __len__(self) -> int: ...
 
@@ -414,7 +373,8 @@ class _ClipDataset(Protocol):
 class CachedLogMel(Dataset[dict[str, Tensor]]):
     """An AVSBench dataset whose samples also carry ``AUDIO`` ``(T, 1, 96, 64)``, read from a :class:`LogMelCache`.
 
-    The datamodule then skips computing the log-mel on the device. Every other key is the dataset's own.
+    The wrapped dataset stops reading the audio (no ``WAVEFORM``), and the datamodule skips computing the log-mel on
+    the device. Every other key is the dataset's own.
 
     Args:
         dataset: An S4/MS3/AVSS dataset (anything with ``clips`` aligned with its samples).
@@ -422,6 +382,7 @@ class CachedLogMel(Dataset[dict[str, Tensor]]):
     """
 
     def __init__(self, dataset: _ClipDataset, cache: LogMelCache) -> None:
+        dataset.with_waveform = False  # the audio is not read: only the cached log-mel is used
         self.dataset = dataset
         self.cache = cache
 
