@@ -1,4 +1,4 @@
-"""Shared by the quality benchmarks: a quick-start config trained for a wall-clock budget, or reused."""
+"""Shared by the benchmarks: the quick starts' data, and a quick-start config trained for a wall-clock budget."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -9,8 +9,25 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 
 from avtoolkit.cli import lightning_cli
+from avtoolkit.data.synth import generate
+from avtoolkit.pretraining import pretrain_vggish
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "experiment"
+SYNTHETIC = Path("data/synthetic")
+AUDIO_WEIGHTS = Path("data/weights/vggish_s4_w025.pt")  # the segmentation quick starts' audio_weights
+
+
+def quickstart_data(layout: str) -> Path:
+    """The small synthetic tree of ``layout`` (generated when missing; a no-op after).
+
+    For the segmentation layouts also the quick starts' frozen VGGish (the stand-in for AudioSet weights),
+    pre-trained on the S4 tree's categories when missing.
+    """
+    root = generate(layout, SYNTHETIC / layout, "small")
+    if layout != "music" and not AUDIO_WEIGHTS.exists():
+        result = pretrain_vggish(generate("s4", SYNTHETIC / "s4", "small"), AUDIO_WEIGHTS, width=0.25)
+        print(f"pre-trained VGGish: validation category accuracy {result.val_accuracy:.3f}")
+    return root
 
 
 def budgeted_run(

@@ -26,11 +26,9 @@ import torch
 from avtoolkit.analysis import derangement
 from avtoolkit.data.batch import AUDIO, MASK_VALID, MASKS
 from avtoolkit.data.datamodules import SegmentationDataModule
-from avtoolkit.data.synth import generate
 from avtoolkit.metrics import BinarySegmentationMetrics
-from avtoolkit.pretraining import pretrain_vggish
 from avtoolkit.tasks.segmentation import AVSegmentationTask
-from budget import budgeted_run
+from budget import budgeted_run, quickstart_data
 
 RUNS = {
     "favs_s4": "FAVS, S4",
@@ -40,7 +38,6 @@ RUNS = {
     "tpavi_s4": "TPAVI-light, S4",  # not in the default runs: the per-pixel network, for comparison
 }
 DEFAULT_RUNS = "favs_s4,favs_baseline_s4,favs_ms3,favs_baseline_ms3"
-AUDIO_WEIGHTS = Path("data/weights/vggish_s4_w025.pt")  # the quick-start configs' audio_weights
 
 
 @torch.no_grad()
@@ -76,11 +73,8 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="evaluate the best checkpoints already in --workdir")
     args = parser.parse_args()
     names = args.runs.split(",")
-    for layout in sorted({"s4"} | {name.rsplit("_", 1)[1] for name in names}):  # S4 names VGGish's categories
-        generate(layout, Path("data/synthetic") / layout, "small")  # a no-op once generated
-    if not AUDIO_WEIGHTS.exists():  # the quick starts' stand-in for AudioSet weights
-        result = pretrain_vggish(Path("data/synthetic/s4"), AUDIO_WEIGHTS, width=0.25)
-        print(f"pre-trained VGGish: validation category accuracy {result.val_accuracy:.3f}")
+    for layout in sorted({name.rsplit("_", 1)[1] for name in names}):
+        quickstart_data(layout)
     args.workdir.mkdir(parents=True, exist_ok=True)
     results = {name: run(name, args.minutes, args.workdir, args.reuse) for name in names}
 

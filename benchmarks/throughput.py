@@ -29,13 +29,9 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from avtoolkit.cli import lightning_cli
-from avtoolkit.data.synth import generate
-from avtoolkit.pretraining import pretrain_vggish
+from budget import quickstart_data
 
-ROOT = Path(__file__).parents[1]
-CONFIGS = ROOT / "configs"
-SYNTHETIC = ROOT / "data" / "synthetic"
-AUDIO_WEIGHTS = ROOT / "data" / "weights" / "vggish_s4_w025.pt"
+CONFIGS = Path(__file__).parents[1] / "configs"
 
 # model → (experiment config, synthetic layout its data comes from)
 SCALES: dict[str, dict[str, tuple[str, str]]] = {
@@ -92,44 +88,34 @@ class StepTimer(Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def ensure_data(layout: str) -> Path:
-    """The synthetic tree the model's config reads (generated when missing), and the quick-start VGGish weights."""
-    root = generate(layout, SYNTHETIC / layout, "small")
-    if layout == "s4" and not AUDIO_WEIGHTS.is_file():
-        pretrain_vggish(root, AUDIO_WEIGHTS, width=0.25)
-    return root
-
-
 def measure(config: str, layout: str, overlays: list[str], steps: int, warmup: int, batch_size: int | None) -> dict:
     """Train ``steps`` in-memory batches with the overlays; time, FLOPs and losses."""
-    root = ensure_data(layout)
-    args = ["--config", str(CONFIGS / "experiment" / f"{config}.yaml")]
+    root = quickstart_data(layout)
+    n_batches = warmup + 1 + steps  # + the FLOP-counted step
+    # The experiment's trainer, stripped of its callbacks (checkpoints, reports) before the overlays add theirs.
+    args = ["--config", str(CONFIGS / "experiment" / f"{config}.yaml"), "--trainer.callbacks=[]"]
     args += [arg for overlay in overlays for arg in ("--config", str(CONFIGS / "trainer" / f"{overlay}.yaml"))]
-    args += ["--trainer.logger=false", f"--data.init_args.root={root}", "--data.init_args.num_workers=0"]
+    args += [
+        f"--trainer.max_steps={n_batches}",
+        "--trainer.limit_val_batches=0",
+        "--trainer.logger=false",
+        "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--data.init_args.root={root}",
+        "--data.init_args.num_workers=0",
+    ]
     if batch_size is not None:
         args.append(f"--data.init_args.batch_size={batch_size}")
     cli = lightning_cli(args, run=False)
-    task, datamodule = cli.model, cli.datamodule
+    task, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     datamodule.prepare_data()
     datamodule.setup("fit")
     loader = iter(datamodule.train_dataloader())
     batches = [datamodule.on_after_batch_transfer(next(loader), 0) for _ in range(min(steps, 4))]
-    batches = [batches[i % len(batches)] for i in range(warmup + 1 + steps)]  # + the FLOP-counted step
+    batches = [batches[i % len(batches)] for i in range(n_batches)]
     timer = StepTimer(warmup)
-    trainer = Trainer(
-        accelerator="auto",
-        devices=1,
-        precision=cli.trainer.precision,  # type: ignore[arg-type]
-        max_steps=len(batches),
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=cli.trainer.gradient_clip_val,
-        callbacks=[cb for cb in cli.trainer.callbacks if type(cb).__module__.startswith("avtoolkit.callbacks.speed")]
-        + [timer],
-    )
+    trainer.callbacks.append(timer)
     trainer.fit(task, train_dataloaders=DataLoader(batches, batch_size=None, collate_fn=lambda batch: batch))
     step = statistics.median(timer.times)
     samples = len(next(iter(batches[0].values())))
