@@ -209,7 +209,7 @@ _SEGMENTATION: dict[str, tuple[str, tuple[str, ...], Callable[[Path, dict[str, s
     "avss": (avsbench.AVSS_METADATA, avsbench.AVSS_COLUMNS, avsbench.avss_clip),
 }
 
-Entry = tuple[str, str, str]
+SplitRow = tuple[str, str, str]
 """``(split, clip id, where)`` of one metadata row; ``where`` names the file and line (and for the MUSIC-style
 layout the wav)."""
 
@@ -229,7 +229,7 @@ def _check_avsbench(report: CheckReport) -> None:
         except DatasetError as err:
             report.error(report.root / avsbench.AVSS_LABELS, f"{err} (label colours not checked)")
     clips: list[SegClip] = []
-    entries: list[Entry] = []
+    entries: list[SplitRow] = []
     groups: list[tuple[str, str]] = []
     for where, row in rows:
         try:
@@ -253,7 +253,7 @@ def _check_avsbench(report: CheckReport) -> None:
 
 
 def check_splits(
-    report: CheckReport, entries: list[Entry], source: Callable[[str], Path], splits: Sequence[str] = SPLITS
+    report: CheckReport, entries: list[SplitRow], source: Callable[[str], Path], splits: Sequence[str] = SPLITS
 ) -> None:
     """Counts per split; empty or oversized splits, ids listed twice in a split, ids in several splits.
 
@@ -448,7 +448,7 @@ def _check_music(report: CheckReport, sample_rate: int, fps: float) -> None:
             report.error(path, str(err))
     labels = {row["label"] for rows in tables.values() for _, row in rows if row.get("label")}
     classes = {name: i for i, name in enumerate(sorted(labels))}  # as music.class_names
-    entries: list[Entry] = [
+    entries: list[SplitRow] = [
         (split, Path(row["audio"]).stem, f"{where} ({row['audio']})")
         for split, rows in tables.items()
         for where, row in rows

@@ -62,15 +62,12 @@ import csv
 import io
 import json
 import math
-import multiprocessing
 import os
 import random
 import re
 import shutil
-import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path, PurePath
@@ -78,14 +75,15 @@ from typing import Any, Literal, get_args
 
 import soundfile as sf
 from PIL import Image
-from tqdm.auto import tqdm
 
 from avtoolkit.data.audio import audio_info
-from avtoolkit.data.check import CheckReport, check_splits, check_tree
+from avtoolkit.data.check import CheckReport, SplitRow, check_splits, check_tree
 from avtoolkit.data.errors import DatasetError
 from avtoolkit.data.music import COLUMNS, SPLITS, Split
 from avtoolkit.data.video import VIDEO_EXTENSIONS, decode_audio_track, decode_video, open_media
 from avtoolkit.utils.files import atomic_path
+from avtoolkit.utils.imports import lazy_import
+from avtoolkit.utils.processes import map_in_processes
 
 Format = Literal["music", "vggsound"]
 DuetPolicy = Literal["separate", "skip"]
@@ -318,7 +316,9 @@ def prepare_separation(
     _open_out(out, settings)
     wanted = [e for e in entries if e.id in plan] + duet_entries
     done, jobs = _jobs(wanted, index_videos(videos, exclude=out), out, settings, min_seconds)
-    outcomes = done + _run(jobs, workers, progress)
+    # Forked workers start at once (a spawned one re-imports torch first); as in torch's DataLoader workers, each
+    # uses one intra-op thread, so no inherited OpenMP pool is touched.
+    outcomes = done + map_in_processes(prepare_clip, jobs, workers, "fork", progress, "prepare", "video", _init_worker)
     for outcome in sorted(outcomes, key=lambda o: o.id):
         getattr(report, outcome.status).append(outcome.id)
         if outcome.status not in ("prepared", "reused"):
@@ -512,9 +512,6 @@ def read_split_ids(path: Path) -> list[tuple[str, str]]:
 
 
 # Splits
-
-SplitRow = tuple[str, str, str]
-"""``(split, clip id, where)``: one id of an explicit split list, as :mod:`avtoolkit.data.check` takes them."""
 
 
 def plan_splits(
@@ -791,36 +788,6 @@ def _complete(wav: Path, frames: Path, sample_rate: int) -> tuple[int, int] | No
     return sum(1 for name in os.listdir(frames) if name.endswith(".jpg")), n_samples
 
 
-def _run(jobs: list[_Job], workers: int | None, progress: bool) -> list[_Outcome]:
-    """Decode every job, in this process (one worker) or a pool of worker processes; results in job order."""
-    n_workers = min(workers if workers is not None else _n_cores(), len(jobs))
-    with tqdm(total=len(jobs), desc="prepare", unit="video", disable=not progress) as bar:
-        if n_workers <= 1:
-            outcomes = []
-            for job in jobs:
-                outcomes.append(prepare_clip(job))
-                bar.update()
-            return outcomes
-        results: dict[int, _Outcome] = {}
-        # Forked workers start at once (a spawned one re-imports torch first); as in torch's DataLoader workers,
-        # each uses one intra-op thread, so no inherited OpenMP pool is touched.
-        context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker) as pool:
-            futures = {pool.submit(prepare_clip, job): i for i, job in enumerate(jobs)}
-            try:
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update()
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
-        return [results[i] for i in range(len(jobs))]
-
-
-def _n_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _init_worker() -> None:
     import torch
 
@@ -829,8 +796,6 @@ def _init_worker() -> None:
 
 def prepare_clip(job: _Job) -> _Outcome:
     """Decode one video into its clip (staged, then moved into place); problems become the outcome."""
-    from avtoolkit.utils.imports import lazy_import
-
     av = lazy_import("av", "video")
     shutil.rmtree(job.stage, ignore_errors=True)
     try:
@@ -844,7 +809,6 @@ def prepare_clip(job: _Job) -> _Outcome:
 
 
 def _decode_clip(job: _Job) -> _Outcome:
-
     with open_media(job.video, "video") as container:
         if not container.streams.video:
             return _Outcome(job.id, "no_video", detail=f"{job.video} has no video stream.")

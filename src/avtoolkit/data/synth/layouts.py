@@ -12,10 +12,7 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import multiprocessing
-import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -23,7 +20,6 @@ from typing import Any, Literal, get_args
 import numpy as np
 import soundfile as sf
 from PIL import Image
-from tqdm.auto import tqdm
 
 from avtoolkit.data.avsbench import voc_palette
 from avtoolkit.data.errors import DatasetError
@@ -31,6 +27,7 @@ from avtoolkit.data.synth.assets import Assets, find_assets
 from avtoolkit.data.synth.pictures import check_pictures
 from avtoolkit.data.synth.scenes import Category, Scene, segmentation_scene, solo_scene
 from avtoolkit.utils.files import atomic_path
+from avtoolkit.utils.processes import map_in_processes
 
 Layout = Literal["music", "s4", "ms3", "avss"]
 Size = Literal["tiny", "small"]
@@ -213,7 +210,8 @@ def generate(
         jobs = [_Job(layout, size, seed, assets, tmp, clip) for clip in clips]
         if workers is None and size == "tiny":
             workers = 1
-        made = _make_all(jobs, workers, progress, desc=f"{layout} ({size})")
+        # Fresh (spawned) processes: each loads its own FluidSynth, none inherits the parent's state.
+        made = map_in_processes(_make_clip, jobs, workers, "spawn", progress, f"{layout} ({size})", "clip")
         files = _Files(tmp)
         for name, text in _INDEXES[layout](clips, size).items():
             files.write(name, text.encode())
@@ -314,30 +312,6 @@ class _Job:
 
 _Made = tuple[dict[str, str], list[dict[str, Any]]]
 """What rendering a clip returns: SHA-256 of its files, and its objects for the manifest."""
-
-
-def _make_all(jobs: list[_Job], workers: int | None, progress: bool, desc: str) -> list[_Made]:
-    """Render every clip, in this process (one worker) or a pool of fresh processes; results in job order."""
-    workers = min(workers if workers is not None else len(os.sched_getaffinity(0)), len(jobs))
-    with tqdm(total=len(jobs), desc=desc, unit="clip", disable=not progress) as bar:
-        if workers <= 1:
-            return [_tick(bar, _make_clip(job)) for job in jobs]
-        # Fresh (spawned) processes: each loads its own FluidSynth, none inherits the parent's state.
-        results: dict[int, _Made] = {}
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_make_clip, job): i for i, job in enumerate(jobs)}
-            try:
-                for future in as_completed(futures):
-                    results[futures[future]] = _tick(bar, future.result())
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
-        return [results[i] for i in range(len(jobs))]
-
-
-def _tick(bar: tqdm, made: _Made) -> _Made:
-    bar.update()
-    return made
 
 
 def _make_clip(job: _Job) -> _Made:
