@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from fixtures.tiny_models import TINY_DGFNET
 
 from avtoolkit.data.batch import FRAMES, MIXTURE, MIXTURE_EMB, VISUAL_EMB
 from avtoolkit.models.encoders.visual import PooledFrameEncoder
@@ -80,17 +81,7 @@ def test_visual_vectors_come_from_frames_when_no_embeddings_are_cached():
 
 
 def tiny_dgfnet(**overrides) -> DGFNet:
-    args = {
-        "visual_dim": D,
-        "channels": 8,
-        "gate_level": 2,
-        "attention_groups": 4,
-        "decoder_dim": 16,
-        "decoder_heads": 2,
-        "decoder_ffn_dim": 32,
-        "decoder_layers": 2,
-        **UNET,
-    }
+    args = {"visual_dim": D, **TINY_DGFNET, "decoder_layers": 2, **UNET}
     return DGFNet(**{**args, **overrides})
 
 
