@@ -1,13 +1,19 @@
-"""Encoder pre-training: VGGish learns the categories of the training clips and saves weights the models load."""
+"""Encoder pre-training: VGGish learns the categories of the training clips, a backbone the objects of fresh
+pictures; both save weights the models load."""
 
+import numpy as np
 import pytest
 import torch
+from fixtures.tiny_models import TINY_FAVS
 
 from avtoolkit.cli import main
+from avtoolkit.data.synth.assets import find_assets
+from avtoolkit.data.synth.scenes import FRAME_SIZE, still_scene
+from avtoolkit.models.encoders.multiscale import MultiScaleBackbone
 from avtoolkit.models.encoders.vggish import VGGish
-from avtoolkit.models.segmentation.favs import AudioFeatureMap
+from avtoolkit.models.segmentation.favs import FAVS, AudioFeatureMap
 from avtoolkit.models.segmentation.tpavi import TPAVINet
-from avtoolkit.pretraining import pretrain_vggish
+from avtoolkit.pretraining import MAX_OBJECTS, PICTURE_NAMES, pretrain_backbone, pretrain_vggish, render_stills
 
 
 def test_pretrained_vggish_loads_at_its_width_and_changes_the_network(synthetic_trees, tmp_path):
@@ -38,4 +44,54 @@ def test_pretrain_command(synthetic_trees, tmp_path, capsys):
 def test_pretraining_needs_steps(synthetic_trees, tmp_path):
     with pytest.raises(ValueError, match="steps must be >= 1"):
         pretrain_vggish(synthetic_trees["s4"], tmp_path / "w.pt", steps=0)
+    assert not (tmp_path / "w.pt").exists()
+
+
+def test_a_still_shows_each_of_its_pictures():
+    frame, owner = still_scene(["violin", "drum", "bird"], np.random.default_rng(0), find_assets())
+    assert frame.shape == (FRAME_SIZE, FRAME_SIZE, 3) and frame.dtype == np.uint8
+    assert set(np.unique(owner).tolist()) == {-1, 0, 1, 2}  # the backdrop and each object (overlaps are small)
+    assert all((owner == k).sum() > 200 for k in range(3))
+
+
+def test_stills_are_labelled_with_the_objects_they_show_and_seeded_per_picture():
+    assets = find_assets()
+    images, labels = render_stills(6, 32, seed=3, assets=assets, workers=1, progress=False)
+    assert images.shape == (6, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.shape == (6, len(PICTURE_NAMES)) and set(labels.unique().tolist()) <= {0.0, 1.0}
+    assert ((labels.sum(1) >= 1) & (labels.sum(1) <= MAX_OBJECTS)).all()
+    again = render_stills(6, 32, seed=3, assets=assets, workers=2, progress=False)
+    assert torch.equal(images, again[0]) and torch.equal(labels, again[1]), "the worker count changes nothing"
+    assert not torch.equal(images, render_stills(6, 32, seed=4, assets=assets, workers=1, progress=False)[0])
+
+
+def test_pretrained_backbone_loads_into_the_segmentation_models(tmp_path):
+    out = tmp_path / "weights" / "backbone.pt"
+    result = pretrain_backbone(out, "test_resnet", 32, images=8, steps=2, batch_size=4, workers=1, progress=False)
+    assert result.path == out and result.steps == 2 and result.n_categories == len(PICTURE_NAMES)
+    assert 0.0 <= result.val_accuracy <= 1.0
+    assert not list(out.parent.glob(".*.tmp")), "the atomic write leaves no temporary file"
+    state = torch.load(out, weights_only=True)
+    assert not any(key.startswith("fc.") for key in state), "the classifier head is not saved"
+    torch.manual_seed(0)
+    random_init = MultiScaleBackbone("test_resnet", None, (4, 8, 16, 32)).state_dict()
+    loaded = MultiScaleBackbone("test_resnet", str(out), (4, 8, 16, 32)).state_dict()
+    for key, value in loaded.items():
+        assert torch.equal(value, state[key.removeprefix("backbone.")])
+    assert any(not torch.equal(value, random_init[key]) for key, value in loaded.items() if key.endswith("weight"))
+    with pytest.raises(ValueError, match=f"{out}.*do not fit the timm architecture 'resnet18'"):
+        MultiScaleBackbone("resnet18", str(out), (4, 8, 16, 32))
+    FAVS(num_classes=1, **{**TINY_FAVS, "backbone_weights": str(out)})
+
+
+def test_pretrain_backbone_command(tmp_path, capsys):
+    out = tmp_path / "backbone.pt"
+    args = ["--backbone", "test_resnet", "--image_size", "32", "--images", "4", "--steps", "1", "--workers", "1"]
+    main(["pretrain", "backbone", str(out), *args])
+    assert out.is_file() and f"written to {out}" in capsys.readouterr().out
+
+
+def test_backbone_pretraining_needs_pictures_and_steps(tmp_path):
+    with pytest.raises(ValueError, match="images and steps must be >= 1"):
+        pretrain_backbone(tmp_path / "w.pt", "test_resnet", images=0)
     assert not (tmp_path / "w.pt").exists()

@@ -8,21 +8,36 @@ assume: it trains VGGish with a linear classifier to name the category of each c
 *training* split from its embedding (validation clips only measure it), and writes the VGGish state dict
 (feature layers and embedding MLP, without the classifier) for the models' ``audio_weights``: networks that read
 the feature map (FAVS) load the feature layers, those that read the embedding (TPAVI) load both.
+
+Their image backbones likewise start from ImageNet (or Swin's) weights: features that already recognise the
+objects. :func:`pretrain_backbone` is that stand-in: it renders fresh still pictures of the synthetic
+datasets' objects on real backdrops (:func:`~avtoolkit.data.synth.scenes.still_scene`; never a dataset's
+clips) and trains a timm backbone to name every object a picture shows (multi-label), then writes the timm
+state dict (without the classifier) for the models' ``backbone_weights``.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from avtoolkit.data.batch import AUDIO, LABELS
 from avtoolkit.data.datamodules import SegmentationDataModule, Split
+from avtoolkit.data.synth.assets import Assets, find_assets
+from avtoolkit.data.synth.pictures import PICTURES, check_pictures
+from avtoolkit.data.synth.scenes import still_scene
 from avtoolkit.models.encoders.vggish import VGGish
 from avtoolkit.utils.files import atomic_path
+from avtoolkit.utils.processes import map_in_processes
 
 
 @dataclass(frozen=True)
@@ -33,7 +48,8 @@ class PretrainingResult:
         path: The written state dict.
         steps: Optimiser steps taken.
         train_loss: Cross-entropy of the last step.
-        val_accuracy: Category accuracy on the validation split (clip level).
+        val_accuracy: Validation accuracy: the clip's category (VGGish), or every object of a picture named and
+            no other (backbone).
         n_categories: Categories learned.
     """
 
@@ -56,6 +72,30 @@ class _ClipClassifier(nn.Module):
         """``(B, T, 1, 96, 64)`` log-mel windows → ``(B, n_categories)`` logits."""
         _, embedding = self.vggish(log_mel.flatten(0, 1))
         return self.head(embedding.unflatten(0, log_mel.shape[:2]).mean(1))
+
+
+def _optimise(
+    batch_loss: Callable[[Tensor], Tensor],
+    n_examples: int,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    desc: str,
+    progress: bool,
+) -> Tensor:
+    """``steps`` optimiser steps on ``batch_loss(indices)``, batches drawn with replacement; the last loss."""
+    generator = torch.Generator().manual_seed(seed)
+    loss = torch.zeros(())
+    for _ in tqdm(range(steps), desc=desc, disable=not progress):
+        loss = batch_loss(torch.randint(0, n_examples, (batch_size,), generator=generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+    return loss
 
 
 def _log_mel_and_labels(datamodule: SegmentationDataModule, split: Split, batch_size: int) -> tuple[Tensor, Tensor]:
@@ -110,14 +150,11 @@ def pretrain_vggish(
         raise ValueError(f"{root}: the training split has {train_y.unique().numel()} category; need at least 2")
     model = _ClipClassifier(VGGish(None, width), n_categories)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    loss = torch.zeros(())
-    for _ in tqdm(range(steps), desc="pretrain VGGish", disable=not progress):
-        chosen = torch.randint(0, len(train_y), (batch_size,), generator=generator)
-        loss = F.cross_entropy(model(train_x[chosen]), train_y[chosen])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+
+    def batch_loss(chosen: Tensor) -> Tensor:
+        return F.cross_entropy(model(train_x[chosen]), train_y[chosen])
+
+    loss = _optimise(batch_loss, len(train_y), optimizer, None, steps, batch_size, seed, "pretrain VGGish", progress)
     model.eval()
     with torch.no_grad():
         predicted = torch.cat([model(chunk).argmax(1) for chunk in val_x.split(batch_size)])
@@ -125,3 +162,107 @@ def pretrain_vggish(
     with atomic_path(out) as tmp:
         torch.save(model.vggish.state_dict(), tmp)
     return PretrainingResult(Path(out), steps, loss.item(), accuracy, n_categories)
+
+
+PICTURE_NAMES = tuple(sorted(PICTURES))
+"""The classes of backbone pre-training: every picture the synthetic datasets draw."""
+
+MAX_OBJECTS = 4
+"""A still shows 1 to this many different objects, like the segmentation scenes."""
+
+
+@dataclass(frozen=True)
+class _StillJob:
+    seed: int
+    index: int
+    image_size: int
+    assets: Assets
+
+
+def _render_still(job: _StillJob) -> tuple[np.ndarray, np.ndarray]:
+    """One still from its own generator: ``(3, S, S)`` uint8 picture, ``(P,)`` bool: which pictures it shows."""
+    rng = np.random.default_rng(np.random.SeedSequence([job.seed, job.index]))
+    count = 1 + int(rng.integers(MAX_OBJECTS))
+    chosen = [int(i) for i in rng.permutation(len(PICTURE_NAMES))[:count]]
+    frame, owner = still_scene([PICTURE_NAMES[i] for i in chosen], rng, job.assets)
+    shows = np.zeros(len(PICTURE_NAMES), dtype=bool)
+    shows[[c for k, c in enumerate(chosen) if (owner == k).any()]] = True  # an object hidden behind others is not
+    # Resized like the datasets' frames (antialiased), which the readers load at 224 px.
+    image = TF.resize(torch.from_numpy(frame).permute(2, 0, 1), [job.image_size] * 2, antialias=True)
+    return image.numpy(), shows
+
+
+def render_stills(
+    count: int, image_size: int, seed: int, assets: Assets, workers: int | None = None, progress: bool = True
+) -> tuple[Tensor, Tensor]:
+    """``count`` still pictures of 1–4 objects: ``(n, 3, S, S)`` uint8 and ``(n, P)`` float multi-hot labels."""
+    jobs = [_StillJob(seed, index, image_size, assets) for index in range(count)]
+    rendered = map_in_processes(_render_still, jobs, workers, "fork", progress, "render stills", "picture")
+    images = torch.from_numpy(np.stack([image for image, _ in rendered]))
+    labels = torch.from_numpy(np.stack([shows for _, shows in rendered])).float()
+    return images, labels
+
+
+def pretrain_backbone(
+    out: str | Path,
+    backbone: str = "resnet18",
+    image_size: int = 64,
+    images: int = 4000,
+    steps: int = 600,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PretrainingResult:
+    """Train a timm backbone to name the objects in fresh synthetic pictures; save it for ``backbone_weights``.
+
+    Args:
+        out: State-dict file to write (atomically), loadable as a model's ``backbone_weights``.
+        backbone: timm model name (the ``backbone`` of the model that will load the weights).
+        image_size: Side of the pictures (the ``image_size`` the model will be trained at).
+        images: Training pictures, rendered once (a tenth as many more measure the accuracy).
+        steps: Optimiser steps (AdamW, cosine schedule, batches drawn with replacement).
+        batch_size: Pictures per step.
+        lr: Peak learning rate.
+        seed: Seed of the pictures, the initialisation and the batches.
+        workers: Processes rendering the pictures (default: every core).
+        progress: Show progress bars.
+
+    Raises:
+        ValueError: ``images`` < 1 or ``steps`` < 1.
+        DatasetError: An asset is missing (the message names the package to install).
+    """
+    if images < 1 or steps < 1:
+        raise ValueError(f"images and steps must be >= 1, got images={images}, steps={steps}")
+    assets = find_assets()
+    check_pictures(list(PICTURE_NAMES), assets)
+    # Training and validation pictures from different seeds: no picture is in both.
+    train_x, train_y = render_stills(images, image_size, 2 * seed, assets, workers, progress)
+    val_x, val_y = render_stills(max(1, images // 10), image_size, 2 * seed + 1, assets, workers, progress)
+    torch.manual_seed(seed)
+    model: Any = timm.create_model(backbone, pretrained=False, num_classes=len(PICTURE_NAMES))
+    mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(model.pretrained_cfg["std"]).view(1, 3, 1, 1)
+
+    def logits(pictures: Tensor) -> Tensor:
+        return model((pictures.float() / 255.0 - mean) / std)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
+
+    def batch_loss(chosen: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits(train_x[chosen]), train_y[chosen])
+
+    model.train()
+    loss = _optimise(
+        batch_loss, len(train_y), optimizer, schedule, steps, batch_size, seed, f"pretrain {backbone}", progress
+    )
+    model.eval()
+    with torch.no_grad():
+        named = torch.cat([logits(chunk) > 0 for chunk in val_x.split(batch_size)])
+    accuracy = float((named == val_y.bool()).all(dim=1).float().mean())
+    model.reset_classifier(0)
+    with atomic_path(out) as tmp:
+        torch.save(model.state_dict(), tmp)
+    return PretrainingResult(Path(out), steps, loss.item(), accuracy, len(PICTURE_NAMES))

@@ -4,7 +4,7 @@ A segmentation scene shows 1–4 objects on a real backdrop; each object is a :c
 voice and a picture) that either sounds or stays silent. Objects are placed so that they overlap little over
 the whole clip, and move slightly (drift, sway, breathing); the audio is the sum of the sounding objects'
 sounds only. A solo scene (separation) shows one instrument, large, drifting and bobbing gently, breathing
-with its loudness.
+with its loudness. A still scene (visual encoder pre-training) is one silent, motionless frame of objects.
 """
 
 from collections.abc import Callable
@@ -168,6 +168,22 @@ def segmentation_scene(
     frames, owners, boxes = render(backdrop(rng, assets.backgrounds_dir, FRAME_SIZE), images, poses, times)
     voices = [o.category.voice for o in objects if o.sounding]
     return Scene(objects, frames, owners, boxes, mix(voices, duration, sample_rate, rng, assets))
+
+
+def still_scene(pictures: list[str], rng: np.random.Generator, assets: Assets) -> tuple[np.ndarray, np.ndarray]:
+    """One frame showing ``pictures`` (keys of :data:`~avtoolkit.data.synth.pictures.PICTURES`, back to front).
+
+    Placed, posed and composited like a segmentation scene's first frame, without motion or sound.
+
+    Returns:
+        The (H, W, 3) uint8 frame and its (H, W) int8 owner map (index into ``pictures``, -1 for background).
+    """
+    images = [sprite(name, assets.emoji_font, assets.clipart_dir) for name in pictures]
+    tracks = place([image.size for image in images], [0.0], rng)
+    frames, owners, _ = render(
+        backdrop(rng, assets.backgrounds_dir, FRAME_SIZE), images, [[track.pose(0.0)] for track in tracks], [0.0]
+    )
+    return frames[0], owners[0]
 
 
 def solo_scene(
