@@ -10,23 +10,28 @@ from lightning.pytorch import LightningDataModule, LightningModule
 
 from avtoolkit.cli import lightning_cli
 from avtoolkit.data.synth import generate
-from avtoolkit.pretraining import pretrain_vggish
+from avtoolkit.pretraining import pretrain_backbone, pretrain_vggish
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "experiment"
 SYNTHETIC = Path("data/synthetic")
 AUDIO_WEIGHTS = Path("data/weights/vggish_s4_w025.pt")  # the segmentation quick starts' audio_weights
+BACKBONE_WEIGHTS = Path("data/weights/resnet18_synth_64.pt")  # ... and their backbone_weights
 
 
 def quickstart_data(layout: str) -> Path:
     """The small synthetic tree of ``layout`` (generated when missing; a no-op after).
 
-    For the segmentation layouts also the quick starts' frozen VGGish (the stand-in for AudioSet weights),
-    pre-trained on the S4 tree's categories when missing.
+    For the segmentation layouts also the quick starts' pre-trained encoders when missing: the frozen VGGish
+    (the stand-in for AudioSet weights; S4 training categories) and the ResNet-18 (the stand-in for ImageNet
+    weights; fresh synthetic pictures).
     """
     root = generate(layout, SYNTHETIC / layout, "small")
     if layout != "music" and not AUDIO_WEIGHTS.exists():
         result = pretrain_vggish(generate("s4", SYNTHETIC / "s4", "small"), AUDIO_WEIGHTS, width=0.25)
         print(f"pre-trained VGGish: validation category accuracy {result.val_accuracy:.3f}")
+    if layout != "music" and not BACKBONE_WEIGHTS.exists():
+        result = pretrain_backbone(BACKBONE_WEIGHTS, "resnet18", image_size=64)
+        print(f"pre-trained ResNet-18: validation accuracy (every object named) {result.val_accuracy:.3f}")
     return root
 
 

@@ -65,6 +65,15 @@ def quickstart_audio_weights(synthetic_trees: dict[str, Path], tmp_path_factory:
 
 
 @pytest.fixture(scope="session")
+def quickstart_backbone_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ResNet-18 state dict, as the segmentation quick starts load (one step of pre-training on 2 pictures)."""
+    from avtoolkit.pretraining import pretrain_backbone
+
+    out = tmp_path_factory.mktemp("weights") / "resnet18_synth_64.pt"
+    return pretrain_backbone(out, "resnet18", 64, images=2, steps=1, batch_size=2, workers=1, progress=False).path
+
+
+@pytest.fixture(scope="session")
 def synthetic_music(synthetic_trees: dict[str, Path]) -> Path:
     """The tiny synthetic MUSIC-layout dataset."""
     return synthetic_trees["music"]

@@ -53,10 +53,19 @@ def test_every_experiment_config_parses(config, capsys):
 
 
 @pytest.mark.parametrize("config", [p for p in EXPERIMENTS if p.stem.startswith("quickstart")], ids=lambda p: p.stem)
-def test_quickstart_configs_build(config, quickstart_audio_weights):
+def test_quickstart_configs_build(config, quickstart_audio_weights, quickstart_backbone_weights):
     segmentation = "favs" in config.stem or "tpavi" in config.stem
-    # The segmentation quick starts load a pre-trained VGGish (`avtoolkit pretrain vggish`): here a 1-step one.
-    weights = [f"--model.init_args.model.init_args.audio_weights={quickstart_audio_weights}"] if segmentation else []
+    # The segmentation quick starts load a pre-trained VGGish and ResNet-18 (`avtoolkit pretrain vggish|backbone`):
+    # here 1-step ones.
+    network = "--model.init_args.model.init_args"
+    weights = (
+        [
+            f"{network}.audio_weights={quickstart_audio_weights}",
+            f"{network}.backbone_weights={quickstart_backbone_weights}",
+        ]
+        if segmentation
+        else []
+    )
     cli = lightning_cli(["--config", str(config), "--trainer.logger", "false", *weights], run=False)
     expected = AVSegmentationTask if segmentation else AVSeparationTask
     assert isinstance(cli.model, expected)

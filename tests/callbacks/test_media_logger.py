@@ -36,7 +36,7 @@ WANDB_CONFIG = CONFIGS / "trainer" / "wandb.yaml"
 # Quick-start experiments shrunk to seconds: (network, task, data) init_args overrides.
 TINY = {
     "quickstart_tpavi_s4": (
-        {"backbone": "test_resnet", "audio_width": 0.0625, "audio_weights": None, "dim": 16},
+        {"backbone": "test_resnet", "backbone_weights": None, "audio_width": 0.0625, "audio_weights": None, "dim": 16},
         {},
         {},
     ),

@@ -60,8 +60,14 @@ def checkpoint(config: Path, path: Path, weights: dict[str, float]) -> Path:
 
 
 def segmentation_config(tmp_path: Path) -> Path:
-    # Random init throughout (the quick start may point audio_weights at pre-trained VGGish weights).
-    network = {"backbone": "test_resnet", "audio_width": 0.0625, "audio_weights": None, "dim": 16}
+    # Random init throughout (the quick start points audio_weights and backbone_weights at pre-trained files).
+    network = {
+        "backbone": "test_resnet",
+        "backbone_weights": None,
+        "audio_width": 0.0625,
+        "audio_weights": None,
+        "dim": 16,
+    }
     return tiny_config(tmp_path, "quickstart_tpavi_s4", network, {}, {"image_size": 32, "num_workers": 0})
 
 

@@ -23,7 +23,9 @@ def tiny_config(tmp_path: Path, quickstart: str, root: Path, network: dict) -> P
     trainer["logger"]["init_args"]["save_dir"] = str(tmp_path)
     trainer["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
     # Random-init audio: the quick starts' pre-trained VGGish has another width (and is not made in tests).
-    config["model"]["init_args"]["model"]["init_args"].update({"audio_weights": None, "freeze_audio": False, **network})
+    config["model"]["init_args"]["model"]["init_args"].update(
+        {"audio_weights": None, "backbone_weights": None, "freeze_audio": False, **network}
+    )
     config["data"]["init_args"].update(root=str(root), image_size=32, batch_size=2, num_workers=0)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
