@@ -37,7 +37,7 @@ LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 SIZES: tuple[Size, ...] = get_args(Size)
 SPLITS: tuple[Split, ...] = get_args(Split)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump whenever the generated files change for the same parameters."""
 
 MUSIC_SAMPLE_RATE = 11025
@@ -118,7 +118,7 @@ AVSS_V2 = Mix(sounding=(0.4, 0.4, 0.2), silent=(0.2, 0.8, 0.0))
 # Clips per split (train, val, test).
 MUSIC_CLIPS = {"tiny": (2, 1, 1), "small": (20, 4, 4)}  # per class
 MUSIC_SECONDS = {"tiny": 7.0, "small": 10.0}  # longer than a 65535-sample training window at 11025 Hz
-S4_CLIPS = {"tiny": (6, 3, 3), "small": (300, 50, 50)}
+S4_CLIPS = {"tiny": (6, 3, 3), "small": (1200, 150, 150)}  # AVSBench S4: 3452/740/740
 MS3_CLIPS = {"tiny": (4, 2, 2), "small": (200, 40, 40)}
 AVSS_CLIPS: dict[str, dict[Subset, tuple[int, int, int]]] = {
     "tiny": {"v1s": (2, 1, 1), "v1m": (1, 1, 1), "v2": (1, 1, 1)},
@@ -174,7 +174,7 @@ def generate(
             (AVSBench-semantic, subsets v1s, v1m, v2).
         root: Folder to create; it must not exist yet, be empty, or hold this same dataset.
         size: "tiny" (a few clips per split, seconds to make; for tests; music: 4 of the 11 classes, 7 s
-            clips) or "small" (hundreds of clips, a few minutes on two cores; for the quick start and
+            clips) or "small" (hundreds of clips, S4 1500; a few minutes on two cores; for the quick start and
             benchmarks; music: 10 s clips).
         seed: Random seed (≥ 0); the same seed gives bit-identical files.
         soundfont: General MIDI soundfont (.sf2/.sf3). Default: the system's (Debian package
