@@ -3,8 +3,10 @@
 Trains the quick-start FAVS (FDED + SCMC) and its baseline (the same pipeline without FDED and SCMC) for the
 same wall-clock budget on the synthetic S4-layout data (one sounding object, silent distractors) and on the
 MS3-layout data (several sounding objects), all from a frozen VGGish pre-trained to name the sound categories
-of the S4 training clips (``avtoolkit pretrain vggish``, the stand-in for AudioSet weights; made first if
-missing). Keeps the checkpoint with the best validation M_J and evaluates it on the held-out test clips twice:
+of the S4 training clips (``avtoolkit pretrain vggish``, the stand-in for AudioSet weights) and a ResNet-18
+pre-trained to name the objects of fresh synthetic pictures (``avtoolkit pretrain backbone``, the stand-in for
+ImageNet weights); both are made first if missing. Keeps the checkpoint with the best validation M_J and
+evaluates it on the held-out test clips twice:
 as is, and with the audio swapped between the clips of each batch (a seeded random derangement). The
 distractors are drawn like the sounding objects but make no sound, so only a model that listens can tell them
 apart: its M_J must drop when the audio belongs to another clip.
@@ -13,7 +15,7 @@ Targets (S4): FAVS M_J ≥ 0.6; swapping the audio lowers FAVS's M_J by ≥ 0.2.
 Prints a table and exits non-zero when a target is missed. Checkpoints stay in ``--workdir``; ``--reuse``
 evaluates them again without training.
 
-    .venv/bin/python benchmarks/seg_quality.py [--minutes 6] [--runs favs_s4,favs_baseline_s4,favs_ms3,...]
+    .venv/bin/python benchmarks/seg_quality.py [--minutes 20] [--runs favs_s4,favs_baseline_s4,favs_ms3,...]
 """
 
 import argparse
@@ -67,7 +69,7 @@ def run(name: str, minutes: float, workdir: Path, reuse: bool) -> dict[str, Any]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=6.0, help="training budget per run (wall clock)")
+    parser.add_argument("--minutes", type=float, default=20.0, help="training budget per run (wall clock)")
     parser.add_argument("--runs", default=DEFAULT_RUNS, help=f"comma-separated, from {', '.join(RUNS)}")
     parser.add_argument("--workdir", type=Path, default=Path("runs/seg_quality"), help="logs and checkpoints")
     parser.add_argument("--reuse", action="store_true", help="evaluate the best checkpoints already in --workdir")
