@@ -57,11 +57,11 @@ def test_stc_is_identity_at_init():
     assert torch.equal(stc(x), x)
 
 
-def randomise(module: torch.nn.Module, seed: int = 3) -> None:
+def randomise(module: torch.nn.Module, seed: int = 3, std: float = 0.5) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in module.parameters():
-            parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator))
+            parameter.copy_(std * torch.randn(parameter.shape, generator=generator))
 
 
 def test_stc_frames_match_sequence_and_temporal_gate_is_local():
@@ -219,6 +219,79 @@ def test_sparse_equals_dense_with_mixed_k():
     assert torch.allclose(sparse.audio, dense.audio, atol=1e-6)
 
 
+class HostSyncCounter:
+    """Counts the Python-level calls that copy a tensor's values to the host (and so wait for the device)."""
+
+    METHODS = ("tolist", "item", "nonzero", "__bool__", "__int__", "__float__", "numpy", "cpu")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[str] = []
+        for name in self.METHODS:
+            monkeypatch.setattr(torch.Tensor, name, self._counted(name, getattr(torch.Tensor, name)))
+        monkeypatch.setattr(torch, "nonzero", self._counted("torch.nonzero", torch.nonzero))
+
+    def _counted(self, name: str, method):
+        def counted(*args, **kwargs):
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return counted
+
+
+def test_sparse_dispatch_runs_experts_on_their_frames_only_with_one_host_sync(monkeypatch):
+    # top-1 routing by the sign of the other modality's pooled channel 0, in both streams: a positive value gives
+    # expert 0, a negative one ties the logits of experts 1..3 at 0 (→ expert 1). Experts 2 and 3 are selected by
+    # no frame and must not run; experts 0 and 1 must get exactly their frames, in ascending order.
+    scmc = make(num_experts=4, top_k=1)
+    route_by_channel_zero(scmc.router_from_audio)
+    route_by_channel_zero(scmc.router_from_visual)
+    visual, audio = inputs(B=2, T=4)
+    audio[:, :, 0] = torch.tensor([[1.0, -1.0, -1.0, 1.0], [-1.0, 1.0, 1.0, 1.0]])[:, :, None, None]
+    visual[:, :, 0] = torch.tensor([[-1.0, -1.0, 1.0, -1.0], [1.0, -1.0, -1.0, 1.0]])[:, :, None, None]
+    expected = {
+        ("visual", 0): [0, 3, 5, 6, 7],
+        ("visual", 1): [1, 2, 4],
+        ("audio", 0): [2, 4, 7],
+        ("audio", 1): [0, 1, 3, 5, 6],
+    }
+    dense = scmc(visual, audio, dense=True)
+
+    calls: list[tuple[str, int, torch.Tensor]] = []
+    for e, expert in enumerate(scmc.experts):
+
+        def spy(stream, query, context, frames, *args, e=e, update=expert.update):
+            calls.append((stream, e, frames))
+            return update(stream, query, context, frames, *args)
+
+        monkeypatch.setattr(expert, "update", spy)
+    counter = HostSyncCounter(monkeypatch)
+    sparse = scmc(visual, audio)
+    syncs = list(counter.calls)
+    dense_again = scmc(visual, audio, dense=True)
+    dense_syncs = counter.calls[len(syncs) :]
+    monkeypatch.undo()
+
+    assert syncs == ["tolist"]  # one host synchronisation for both streams
+    assert dense_syncs == []
+    sparse_calls = calls[: len(expected)]
+    assert {(stream, e): frames.tolist() for stream, e, frames in sparse_calls} == expected  # experts 2, 3 never run
+    assert len(sparse_calls) == len(expected) and len(calls) == len(expected) + 2 * 4  # dense: every expert
+    assert sparse.usage_visual.tolist() == [5 / 8, 3 / 8, 0.0, 0.0]
+    for a, b in ((sparse.visual, dense.visual), (sparse.audio, dense.audio), (dense_again.visual, dense.visual)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert not torch.allclose(sparse.visual, visual, atol=1e-3)
+
+
+def test_k_histogram_counts_frames_per_k():
+    scmc, visual, audio = crafted_mixed_k()
+    out = scmc(visual, audio)
+    for k, histogram in ((out.k_visual, out.k_histogram_visual), (out.k_audio, out.k_histogram_audio)):
+        assert histogram.shape == (5,) and histogram.dtype == torch.int64
+        assert histogram.tolist() == [int((k == value).sum()) for value in range(5)]
+    assert out.k_histogram_visual.tolist() == [2, 1, 1, 0, 2]
+    assert torch.equal(out.selected_visual, out.weights_visual > 0)
+
+
 def test_k_zero_everywhere_is_identity():
     visual, audio = inputs()
     for scmc in (make(top_k=0), make(k_min=0, k_max=0)):
@@ -236,6 +309,9 @@ def test_fixed_top_k_uses_k_experts_everywhere():
 
 def test_single_expert_is_input_plus_its_update():
     scmc = make(num_experts=1)
+    # one expert: nothing to route, so no router is built (its weights could never learn: softmax over one is 1)
+    assert scmc.router_from_audio is None and scmc.router_from_visual is None
+    assert not any(name.startswith("router") for name, _ in scmc.named_parameters())
     visual, audio = inputs(B=2, T=2)
     out = scmc(visual, audio)
     assert (out.k_visual == 1).all() and (out.k_audio == 1).all()
@@ -264,29 +340,96 @@ def test_attention_is_per_frame_at_init():
     assert torch.equal(changed_v, expected) and torch.equal(changed_a, expected)
 
 
-def test_gradients_reach_router_and_experts():
-    scmc = make(num_experts=3, top_k=2, balance_weight=0.0).train()
+def test_gradients_reach_router_and_every_stc_gate():
+    # Entropy-guided k with sharpened random routers: k ∈ {2, 3} of 3 on different frames (not k = N_e everywhere),
+    # every expert selected somewhere. The temporal (per-frame) and spatial (per-token) gates of every expert STC
+    # must get gradients comparable to their channel gate's. Measured: ratios 3 to 65 here; with the gates before
+    # the per-token LayerNorm (the old order) they were 8e-5 to 2e-3, leakage through the LayerNorm's ε and the
+    # channel gate only.
+    scmc = make(num_experts=3, balance_weight=0.0).train()
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for router in (scmc.router_from_audio, scmc.router_from_visual):
+            router.mlp[2].weight.copy_(4.0 * torch.randn(router.mlp[2].weight.shape, generator=generator))
     visual, audio = inputs(B=2, T=3)
     visual.requires_grad_(True)
     out = scmc(visual, audio)
-    assert (out.usage_visual > 0).all() and (out.usage_audio > 0).all()  # every expert runs
+    for k, usage in ((out.k_visual, out.usage_visual), (out.k_audio, out.usage_audio)):
+        assert (k >= 2).all() and (k < 3).any()  # k ≥ 2: every frame's W̄ carries the router's gradient
+        assert (usage > 0).all() and (usage < 1).any()
     generator = torch.Generator().manual_seed(9)
     loss = (out.visual * torch.randn(out.visual.shape, generator=generator)).sum()
     loss = loss + (out.audio * torch.randn(out.audio.shape, generator=generator)).sum()
     loss.backward()
     assert visual.grad is not None and visual.grad.abs().sum() > 0
 
-    def nonzero(parameter: torch.nn.Parameter) -> bool:
-        return parameter.grad is not None and bool(parameter.grad.abs().sum() > 0)
+    def norm(parameter: torch.nn.Parameter) -> float:
+        assert parameter.grad is not None
+        return parameter.grad.norm().item()
 
     for router in (scmc.router_from_audio, scmc.router_from_visual):
-        assert all(nonzero(p) for p in router.mlp.parameters())
-        assert nonzero(router.stc.temporal.weight) and nonzero(router.stc.spatial.weight)
+        assert all(norm(p) > 0 for p in router.mlp.parameters())
+        assert norm(router.stc.temporal.weight) > 0.01 * norm(router.mlp[2].weight)
+        assert norm(router.stc.spatial.weight) > 0.01 * norm(router.mlp[2].weight)
     for expert in scmc.experts:
         for attention in (expert.visual_attention, expert.audio_attention):
-            assert nonzero(attention.attention.in_proj_weight) and nonzero(attention.attention.out_proj.weight)
+            assert norm(attention.attention.in_proj_weight) > 0 and norm(attention.attention.out_proj.weight) > 0
+            assert norm(attention.norm_query.weight) > 0 and norm(attention.norm_value.weight) > 0
         for stc in (expert.stc_query, expert.stc_key, expert.stc_value):
-            assert nonzero(stc.temporal.weight) and nonzero(stc.channel[2].weight) and nonzero(stc.spatial.weight)
+            channel = norm(stc.channel[2].weight)
+            assert channel > 0
+            assert norm(stc.temporal.weight) > 0.1 * channel
+            assert norm(stc.spatial.weight) > 0.1 * channel
+
+
+def randomised_expert() -> SCMCExpert:
+    """An expert with random attention and LayerNorms and moderately random (not saturated) STC gates."""
+    torch.manual_seed(0)
+    expert = SCMCExpert(DIM, heads=2).eval()
+    randomise(expert, seed=3)
+    for stc in (expert.stc_query, expert.stc_key, expert.stc_value):
+        randomise(stc, seed=4, std=0.1)
+    return expert
+
+
+@pytest.mark.parametrize("stream", ["visual", "audio"])
+@pytest.mark.parametrize("enhancer", ["stc_query", "stc_key", "stc_value"])
+@pytest.mark.parametrize("gate", ["temporal", "spatial"])
+def test_stc_gates_change_the_expert_update(monkeypatch, stream, enhancer, gate):
+    # A gate raised by 10 % (temporal: one frame; spatial: every other token of every frame) must change the
+    # expert's update by a relative amount of the order of the change. Measured: 1.0e-2 to 7.8e-2 here; with the
+    # gates before the per-token LayerNorm (the old order) 2e-7 to 1.5e-4.
+    expert = randomised_expert()
+    visual, audio = inputs(B=2, T=3)
+    pos_visual, pos_audio = sine_positional_encoding_2d(4, 5, DIM), sine_positional_encoding_2d(3, 2, DIM)
+    query, context, query_pos, context_pos = (
+        (visual, audio, pos_visual, pos_audio) if stream == "visual" else (audio, visual, pos_audio, pos_visual)
+    )
+    frames = torch.arange(6)
+    base = expert.update(stream, query, context, frames, query_pos, context_pos)
+    stc = getattr(expert, enhancer)
+    if gate == "temporal":
+        temporal_gate = stc.temporal_gate
+
+        def raised(pooled: torch.Tensor) -> torch.Tensor:
+            return temporal_gate(pooled) * torch.tensor([1.0, 1.0, 1.0, 1.0, 1.1, 1.0]).view(2, 3)
+
+        monkeypatch.setattr(stc, "temporal_gate", raised)
+    else:
+        spatial_gate = stc.spatial_gate
+
+        def raised(frames: torch.Tensor) -> torch.Tensor:
+            gates = spatial_gate(frames)
+            every_other = torch.arange(gates[0, 0].numel()).view(gates.shape[-2:]) % 2 == 0
+            return torch.where(every_other, 1.1 * gates, gates)
+
+        monkeypatch.setattr(stc, "spatial_gate", raised)
+    changed = expert.update(stream, query, context, frames, query_pos, context_pos)
+    if gate == "temporal":  # frame 4 only
+        assert torch.equal(changed[[0, 1, 2, 3, 5]], base[[0, 1, 2, 3, 5]])
+        base, changed = base[4], changed[4]
+    relative = ((changed - base).norm() / base.norm()).item()
+    assert 5e-3 < relative < 0.5
 
 
 def test_balance_loss():
@@ -314,6 +457,66 @@ def test_balance_loss():
     assert scmc.router_from_audio.mlp[2].weight.grad.abs().sum() > 0
 
 
+def test_entropy_loss_is_the_weighted_mean_normalised_routing_entropy():
+    visual, audio = inputs(B=2, T=3)
+    assert make(num_experts=4)(visual, audio).entropy_loss.item() == 0.0  # off by default
+    scmc = make(num_experts=4, balance_weight=0.0, entropy_weight=0.3)
+    with torch.no_grad():
+        for router in (scmc.router_from_audio, scmc.router_from_visual):
+            router.mlp[2].weight.mul_(20.0)
+    out = scmc(visual, audio)
+    expected = 0.0
+    for router, source in ((scmc.router_from_audio, audio), (scmc.router_from_visual, visual)):
+        weights = torch.softmax(router(source).detach(), dim=-1)
+        expected += 0.3 * float((entropy(weights) / math.log(4)).mean())
+    assert 0.05 < expected < 0.55  # neither uniform (0.6) nor one-hot (0)
+    torch.testing.assert_close(out.entropy_loss.item(), expected)
+    assert out.balance_loss.item() == 0.0
+    torch.testing.assert_close(out.auxiliary_loss, out.balance_loss + out.entropy_loss)
+    # one expert: nothing to choose, no penalty
+    assert make(num_experts=1, entropy_weight=1.0)(visual, audio).entropy_loss.item() == 0.0
+
+
+def train_routing(entropy_weight: float, steps: int = 40) -> SCMCOutput:
+    """Adam on the routers with the auxiliary losses only (balance weight 1), on 16 fixed random frames."""
+    torch.manual_seed(0)
+    scmc = SCMC(DIM, num_experts=4, heads=2, balance_weight=1.0, entropy_weight=entropy_weight)
+    generator = torch.Generator().manual_seed(1)
+    visual = torch.randn(4, 4, DIM, 2, 2, generator=generator)
+    audio = torch.randn(4, 4, DIM, 2, 1, generator=generator)
+    routers = [*scmc.router_from_audio.parameters(), *scmc.router_from_visual.parameters()]
+    optimiser = torch.optim.Adam(routers, lr=3e-2)
+    initial = scmc(visual, audio)
+    assert (initial.k_visual == 4).all() and (initial.k_audio == 4).all()  # near-uniform routing at init
+    for _ in range(steps):
+        out = scmc(visual, audio)
+        optimiser.zero_grad()
+        out.auxiliary_loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        return scmc(visual, audio)
+
+
+@pytest.mark.usefixtures("one_thread")  # many tiny steps: a spinning thread pool slows them a lot
+def test_entropy_penalty_makes_k_dynamic_and_balance_keeps_usage_spread():
+    # Without the penalty the balance loss is already minimal at per-frame-uniform routing: k stays N_e = 4.
+    balanced = train_routing(entropy_weight=0.0)
+    assert balanced.k_histogram_visual.tolist() == [0, 0, 0, 0, 16]
+    assert balanced.k_histogram_audio.tolist() == [0, 0, 0, 0, 16]
+    # With it every frame becomes confident (k ≤ 1 here, after 40 steps: k = 1 on 9 to 11 frames of 16, k = 0 where
+    # W is numerically one-hot), while the balance loss spreads the frames over all experts.
+    confident = train_routing(entropy_weight=0.5)
+    for k, histogram, usage in (
+        (confident.k_visual, confident.k_histogram_visual, confident.usage_visual),
+        (confident.k_audio, confident.k_histogram_audio, confident.usage_audio),
+    ):
+        assert (k < 4).float().mean() >= 0.9
+        assert histogram[1] >= 4  # some frames still use one expert
+        assert (usage > 0).all()  # every expert is used by some frame
+    for selected in (confident.selected_visual, confident.selected_audio):
+        assert (selected.flatten(0, 1).sum(0) > 0).all()
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -326,6 +529,8 @@ def test_balance_loss():
         {"top_k": 4},
         {"top_k": -1},
         {"balance_weight": -0.1},
+        {"entropy_weight": -0.1},
+        {"entropy_weight": math.nan},
         {"dropout": 1.0},
     ],
 )

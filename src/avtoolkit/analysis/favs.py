@@ -1,4 +1,4 @@
-"""Inside FAVS: FDED's frequency bands and SCMC's expert routing (specs/favs.md).
+"""Inside FAVS: FDED's frequency bands and SCMC's expert routing.
 
 * :func:`fded_bands`: each band of a feature map before FDED (the split of its input) and after (enhanced,
   weighted: the terms of Eq. 6, which sum to FDED's output).
@@ -86,8 +86,8 @@ class RoutingRecorder:
         def record(module: nn.Module, inputs: Any, output: SCMCOutput) -> None:
             self.records[name].append(
                 {
-                    "selected_visual": (output.weights_visual > 0).flatten(0, 1).cpu(),
-                    "selected_audio": (output.weights_audio > 0).flatten(0, 1).cpu(),
+                    "selected_visual": output.selected_visual.flatten(0, 1).cpu(),
+                    "selected_audio": output.selected_audio.flatten(0, 1).cpu(),
                     "k_visual": output.k_visual.flatten().cpu(),
                     "k_audio": output.k_audio.flatten().cpu(),
                     "frames": torch.tensor(output.k_visual.shape[1]),
