@@ -237,44 +237,102 @@ def test_ars_alpha_is_clamped_to_unit_interval():
 # ---------------------------------------------------------------------------------------------------- MSAU
 
 
+def msau_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Predictions (2, 3, 4, 5), an image (2, 3, 16, 20) and features at strides 2 and 4 of it (5 and 6 channels)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, 4, 5, generator=generator)
+    image = torch.rand(2, 3, 16, 20, generator=generator)
+    features = [torch.randn(2, 5, 8, 10, generator=generator), torch.randn(2, 6, 4, 5, generator=generator)]
+    return x, image, features
+
+
 def test_msau_starts_as_the_plain_upsampler():
     torch.manual_seed(0)
-    msau = MSAU(channels=3, guidance_channels=5, hidden=8)
-    x, guidance = torch.randn(2, 3, 4, 5), torch.randn(2, 5, 16, 20)
+    msau = MSAU((5, 6), hidden=8)
+    x, image, features = msau_inputs()
     bilinear = F.interpolate(x, size=(16, 20), mode="bilinear", align_corners=False)
-    out = msau(x, guidance)
-    assert out.shape == bilinear.shape
-    assert torch.equal(out, bilinear)
-    grids = [identity_grid(2, 8, 10), identity_grid(2, 4, 5)]
-    assert torch.equal(msau(x, guidance, grids), demodulate(x, grids, (16, 20)))
-    torch.testing.assert_close(msau(x, guidance, grids), bilinear, atol=1e-5, rtol=0)
+    assert torch.equal(msau(x, image, features), bilinear)
+    grids = [[identity_grid(2, 16, 20)], [identity_grid(2, 16, 20), identity_grid(2, 8, 10)]]
+    assert torch.equal(msau(x, image, features, grids), bilinear)  # γ = 0: whatever guides the kernels
+    assert torch.equal(MSAU(hidden=8)(x, image), bilinear)  # the image alone may guide them
 
 
-def test_msau_refinement_is_a_convex_reassembly():
+def test_msau_guidance_demodulates_each_feature_at_the_output_resolution():
     torch.manual_seed(0)
-    msau = MSAU(channels=2, guidance_channels=3, kernel_size=3, dilations=(1, 2, 4), hidden=8)
+    msau = MSAU((5, 6), feature_dim=4, hidden=8)
+    _, image, features = msau_inputs()
+    ars = ARS(3, alpha_init=1.0)
+    saliency = patch_saliency(16, 20, slice(4, 10), slice(6, 12), 0.2).expand(2, -1, -1, -1)
+    ars.saliency = lambda _: saliency  # type: ignore[method-assign]
+    _, grid = ars(image)
+    grids = [[grid], [grid]]
+    guidance = msau.guidance(image, features, grids)
+    assert guidance.shape == (2, 3 + 2 * 4, 16, 20)
+    assert torch.equal(guidance[:, :3], image)
+    for i, (projection, feature) in enumerate(zip(msau.projections, features, strict=True)):
+        expected = demodulate(projection(feature), [grid], (16, 20))  # at the output size, not the feature's
+        torch.testing.assert_close(guidance[:, 3 + 4 * i : 3 + 4 * (i + 1)], expected)
+    plain = msau.guidance(image, features, [[], []])  # no ARS: bilinear upsampling
+    expected = F.interpolate(msau.projections[0](features[0]), size=(16, 20), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(plain[:, 3:7], expected)
+    assert not torch.allclose(plain, guidance)
+
+
+def test_msau_refinement_is_a_convex_reassembly_shared_by_every_map():
+    torch.manual_seed(0)
+    msau = MSAU((5, 6), kernel_size=3, dilations=(1, 2, 4), hidden=8)
     with torch.no_grad():
         msau.mix.fill_(1.0)
         msau.kernel_heads.weight.normal_(0, 3.0)
         msau.dilation_logits.copy_(torch.tensor([0.5, -1.0, 2.0]))
-    x, guidance = torch.randn(2, 2, 5, 5), torch.randn(2, 3, 20, 20)
-    upsampled = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False)
-    out = msau(x, guidance)
+    x, image, features = msau_inputs()
+    upsampled = F.interpolate(x, size=(16, 20), mode="bilinear", align_corners=False)
+    out = msau(x, image, features)
     assert not torch.allclose(out, upsampled, atol=1e-3)
     # softmax kernels and softmax dilation weights: every output is a convex combination of upsampled values
     low = upsampled.amin(dim=(-2, -1), keepdim=True)
     high = upsampled.amax(dim=(-2, -1), keepdim=True)
     assert (out >= low - 1e-5).all() and (out <= high + 1e-5).all()
-    constant = torch.full((2, 2, 5, 5), 0.37)
-    torch.testing.assert_close(msau(constant, guidance), torch.full((2, 2, 20, 20), 0.37), atol=1e-6, rtol=0)
+    constant = torch.full((2, 3, 4, 5), 0.37)
+    torch.testing.assert_close(msau(constant, image, features), torch.full((2, 3, 16, 20), 0.37), atol=1e-6, rtol=0)
+    # the kernels come from the guidance alone: each map is refined alike, whatever the number of maps (queries)
+    torch.testing.assert_close(msau(x[:, 1:2], image, features), out[:, 1:2])
+    many = torch.cat([x, x.flip(1)], dim=1)
+    torch.testing.assert_close(msau(many, image, features)[:, :3], out)
 
 
-def test_msau_mix_learns_from_the_start():
+def test_msau_refinement_is_the_reference_unfold_reassembly():
+    torch.manual_seed(1)
+    msau = MSAU((5, 6), kernel_size=3, dilations=(1, 2), hidden=8)
+    with torch.no_grad():
+        msau.mix.fill_(0.7)
+        msau.kernel_heads.weight.normal_(0, 2.0)
+    x, image, features = msau_inputs(seed=1)
+    U = F.interpolate(x, size=(16, 20), mode="bilinear", align_corners=False)
+    kernels = msau.kernel_heads(msau.encoder(msau.guidance(image, features, [[], []]))).view(2, 2, 9, 16, 20)
+    kernels = kernels.softmax(dim=2)
+    weights = msau.dilation_logits.softmax(0)
+    refined = torch.zeros_like(U)
+    for index, d in enumerate((1, 2)):
+        patches = F.unfold(F.pad(U, (d, d, d, d), mode="replicate"), 3, dilation=d).view(2, 3, 9, 16, 20)
+        refined += weights[index] * (kernels[:, index, None] * patches).sum(2)  # Σ_o W_d(p, o) U(p + d·o)
+    torch.testing.assert_close(msau(x, image, features), U + 0.7 * (refined - U))
+
+
+def test_every_msau_parameter_learns_once_the_mix_is_open():
     torch.manual_seed(0)
-    msau = MSAU(channels=2, guidance_channels=3, hidden=8)
-    out = msau(torch.randn(1, 2, 4, 4), torch.randn(1, 3, 8, 8))
+    msau = MSAU((5, 6), hidden=8)
+    x, image, features = msau_inputs()
+    out = msau(x, image, features)
     (out * torch.randn_like(out)).sum().backward()
-    assert msau.mix.grad is not None and msau.mix.grad != 0
+    assert msau.mix.grad is not None and msau.mix.grad != 0  # γ learns from the start
+    msau.zero_grad()
+    with torch.no_grad():
+        msau.mix.fill_(0.5)
+    out = msau(x, image, features)
+    (out * torch.randn_like(out)).sum().backward()
+    for name, parameter in msau.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
 # ---------------------------------------------------------------------------------------------------- arguments
@@ -287,9 +345,10 @@ def test_msau_mix_learns_from_the_start():
         (lambda: ARS(4, kernel_size=2), "kernel_size"),
         (lambda: ARS(4, alpha_init=1.5), "alpha_init"),
         (lambda: ARS(0), "channels"),
-        (lambda: MSAU(2, 3, kernel_size=4), "kernel_size"),
-        (lambda: MSAU(2, 3, dilations=()), "dilations"),
-        (lambda: MSAU(2, 3, dilations=(1, 0)), "dilations"),
+        (lambda: MSAU((2, 3), kernel_size=4), "kernel_size"),
+        (lambda: MSAU((2, 3), dilations=()), "dilations"),
+        (lambda: MSAU((2, 3), dilations=(1, 0)), "dilations"),
+        (lambda: MSAU((2, 0)), "feature_channels"),
         (lambda: identity_grid(1, 0, 3), "h"),
         (lambda: invert_grid(torch.zeros(1, 4, 4, 3)), "grid"),
         (lambda: invert_grid(identity_grid(1, 4, 4), out_size=(0, 4)), "out_size"),
@@ -306,8 +365,13 @@ def test_bad_arguments_raise(build, argument):
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="ARS expects x"):
         ARS(3)(torch.zeros(1, 4, 5, 5))
-    msau = MSAU(2, 3)
-    with pytest.raises(ValueError, match="guidance"):
-        msau(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 8, 8))
+    msau = MSAU((2,))
+    image = torch.zeros(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="image"):
+        msau(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 8, 8), [torch.zeros(1, 2, 4, 4)])
+    with pytest.raises(ValueError, match=r"channels \(2,\)"):
+        msau(torch.zeros(1, 2, 4, 4), image, [torch.zeros(1, 3, 4, 4)])
+    with pytest.raises(ValueError, match=r"channels \(2,\)"):
+        msau(torch.zeros(1, 2, 4, 4), image)  # a feature is missing
     with pytest.raises(ValueError, match="MSAU expects x"):
-        msau(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 8, 8))
+        msau(torch.zeros(2, 2, 4, 4), image, [torch.zeros(1, 2, 4, 4)])

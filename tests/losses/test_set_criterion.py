@@ -8,7 +8,6 @@ from avtoolkit.losses.set_criterion import (
     masks_to_targets,
     pixel_centre_points,
     point_sample,
-    semantic_inference,
     uncertain_points,
 )
 from avtoolkit.models.segmentation.base import MaskPrediction
@@ -271,26 +270,6 @@ def test_masks_to_targets_semantic():
             assert torch.equal(mask.bool(), masks[frame] == label)
     with pytest.raises(ValueError, match="num_classes=6"):
         masks_to_targets(torch.full((1, 2, 2), 6), num_classes=6)
-
-
-def test_semantic_inference_on_crafted_logits():
-    class_logits = torch.tensor([[[BIG, -BIG, -BIG], [-BIG, -BIG, BIG], [-BIG, BIG, -BIG]]])  # K = 2
-    mask_logits = torch.full((1, 3, 2, 4), -BIG)
-    mask_logits[0, 0, :, :2] = BIG  # class-0 query: left half
-    mask_logits[0, 1] = BIG  # no-object query covering everything: ignored
-    mask_logits[0, 2, :, 3] = BIG  # class-1 query: last column
-    scores = semantic_inference(MaskPrediction(class_logits, mask_logits))
-    assert scores.shape == (1, 2, 2, 4)
-    expected = torch.zeros(1, 2, 2, 4)
-    expected[0, 0, :, :2] = 1
-    expected[0, 1, :, 3] = 1
-    torch.testing.assert_close(scores, expected, atol=1e-6, rtol=0)
-    # Equal class probabilities split a mask evenly; scores never exceed the number of queries.
-    torch.manual_seed(0)
-    random = MaskPrediction(torch.zeros(2, 5, 4), 5 * torch.randn(2, 5, 3, 3))
-    scores = semantic_inference(random)
-    torch.testing.assert_close(scores[:, 0], scores[:, 2])
-    torch.testing.assert_close(scores.sum(1), 0.75 * random.mask_logits.sigmoid().sum(1))
 
 
 def test_invalid_targets_and_arguments():

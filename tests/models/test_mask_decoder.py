@@ -1,10 +1,12 @@
 import pytest
 import torch
 
+from avtoolkit.models.segmentation.base import MaskPrediction
 from avtoolkit.models.segmentation.mask_decoder import (
     MaskedAttentionDecoder,
     MaskedAttentionLayer,
     attention_mask_from_logits,
+    semantic_inference,
 )
 
 DIM, Q = 32, 4
@@ -151,3 +153,23 @@ def test_invalid_arguments_name_the_problem():
         dec(queries[:, :3], memory, mask_features)
     with pytest.raises(ValueError, match="mask_features"):
         dec(queries, memory, mask_features[:, :16])
+
+
+def test_semantic_inference_on_crafted_logits():
+    class_logits = torch.tensor([[[20.0, -20.0, -20.0], [-20.0, -20.0, 20.0], [-20.0, 20.0, -20.0]]])  # K = 2
+    mask_logits = torch.full((1, 3, 2, 4), -20.0)
+    mask_logits[0, 0, :, :2] = 20.0  # class-0 query: left half
+    mask_logits[0, 1] = 20.0  # no-object query covering everything: ignored
+    mask_logits[0, 2, :, 3] = 20.0  # class-1 query: last column
+    scores = semantic_inference(MaskPrediction(class_logits, mask_logits))
+    assert scores.shape == (1, 2, 2, 4)
+    expected = torch.zeros(1, 2, 2, 4)
+    expected[0, 0, :, :2] = 1
+    expected[0, 1, :, 3] = 1
+    torch.testing.assert_close(scores, expected, atol=1e-6, rtol=0)
+    # Equal class probabilities split a mask evenly; scores never exceed the number of queries.
+    torch.manual_seed(0)
+    random = MaskPrediction(torch.zeros(2, 5, 4), 5 * torch.randn(2, 5, 3, 3))
+    scores = semantic_inference(random)
+    torch.testing.assert_close(scores[:, 0], scores[:, 2])
+    torch.testing.assert_close(scores.sum(1), 0.75 * random.mask_logits.sigmoid().sum(1))

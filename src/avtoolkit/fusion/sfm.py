@@ -1,9 +1,11 @@
 """SFM plug-ins: adaptive resampling (ARS), grid inversion and demodulation, multi-scale adaptive upsampling (MSAU).
 
-"Spatial Frequency Modulation for Semantic Segmentation" (TPAMI 2025); our reading is ``specs/sfm.md``. High
+"Spatial Frequency Modulation for Semantic Segmentation" (Chen et al., TPAMI 2025), whose public code is a README
+only: the equations below are our concrete reading of it, every choice a constructor argument. High
 frequencies alias when a stride-2 layer downsamples them. ARS resamples a feature map densely where its content is
-salient (a local zoom), so the stride-2 layer that follows sees those frequencies lowered; MSAU maps the low-resolution
-prediction back to the regular geometry (demodulation) and refines it with content-aware reassembly.
+salient (a local zoom), so the stride-2 layer that follows sees those frequencies lowered; MSAU maps the backbone's
+features back to the regular geometry at the output resolution (demodulation) and upsamples the low-resolution
+prediction with content-aware reassembly kernels predicted from them.
 
 Grids follow ``torch.nn.functional.grid_sample``: ``(N, H, W, 2)``, x (column) then y (row), normalised to
 ``[-1, 1]`` with ``align_corners=False`` (pixel ``j`` of a width-``W`` map sits at ``(2j + 1) / W − 1``).
@@ -34,14 +36,25 @@ geometry sample the regular geometry at the composed grid, and the regular map i
     C     = G_1 ∘ G_2 ∘ … ∘ G_n                                               (6)
     Y_reg = grid_sample(Y, C⁻¹)                                               (7)
 
-MSAU, on low-resolution predictions ``Y ∈ R^{N×K×h×w}`` and a high-resolution guidance ``F ∈ R^{N×G×H×W}``:
+MSAU, on low-resolution predictions ``Y ∈ R^{N×K×h×w}`` (any number of maps: class scores or per-query masks), the
+image ``I ∈ R^{N×3×H×W}`` and the backbone's multi-scale features ``X_1, …, X_n`` as the backbone returns them
+(``X_i`` computed after the ARS grids ``G_i = (G_i1, …)``, in the modulated geometry):
 
-    U      = demodulate(Y, grids, (H, W))   (bilinear upsampling without grids)   (8)
-    h      = ReLU(conv3×3([U; F]))                                                (9)
-    W_d    = softmax_{k²}(conv1×1_d(h))                     per dilation d        (10)
-    R_d(p) = Σ_o W_d(p, o) U(p + d·o),   o ∈ {−⌊k/2⌋, …, ⌊k/2⌋}²                  (11)
-    R      = Σ_d softmax(β)_d R_d                                                 (12)
-    out    = U + γ (R − U),   γ = 0 at initialisation                             (13)
+    D_i    = demodulate(P_i X_i, G_i, (H, W))     (bilinear upsampling where G_i is empty)   (8)
+    U      = Up(Y)                                (bilinear, to H × W)                       (8)
+    h      = ReLU(conv3×3([I; D_1; …; D_n]))                                                 (9)
+    W_d    = softmax_{k²}(conv1×1_d(h))                     per dilation d                   (10)
+    R_d(p) = Σ_o W_d(p, o) U(p + d·o),   o ∈ {−⌊k/2⌋, …, ⌊k/2⌋}²                             (11)
+    R      = Σ_d softmax(β)_d R_d                                                            (12)
+    out    = U + γ (R − U),   γ = 0 at initialisation                                        (13)
+
+``P_i`` is a 1×1 projection to a few channels (linear, so it commutes with the resampling and makes (8) cheap).
+Resolutions: the features are demodulated *at the output resolution* (8), where the zoom pays off: the densely
+sampled regions of ``X_i`` cover many output pixels. Demodulating at ``X_i``'s own resolution and then upsampling
+throws the gain away (the regular low-resolution grid cannot hold what the zoom kept). The kernels are predicted
+from the guidance only (image and demodulated features, as CARAFE predicts them from content features) and applied
+to every map of ``Y`` alike, so MSAU can refine each query mask of a mask-classification network on the path its
+training loss sees.
 """
 
 import math
@@ -307,6 +320,10 @@ class ARS(nn.Module):
         )
         self.alpha_raw = nn.Parameter(torch.tensor(float(alpha_init)))
 
+    def no_weight_decay(self) -> set[str]:
+        """The blend α, an identity-at-initialisation scalar that weight decay must not pull towards 0."""
+        return {"alpha_raw"}
+
     @property
     def alpha(self) -> Tensor:
         """The blend α ∈ [0, 1] with the identity grid (a 0-d tensor)."""
@@ -359,15 +376,16 @@ class ARS(nn.Module):
 
 
 class MSAU(nn.Module):
-    """Multi-scale adaptive upsampling: demodulate, upsample and refine low-resolution predictions (eqs. 8–13).
+    """Multi-scale adaptive upsampling: demodulate the features at the output resolution, refine the upsampling (8–13).
 
-    The refinement enters through a zero-initialised mix γ, so at initialisation the output is exactly the
-    demodulated (or, without grids, the bilinearly upsampled) prediction.
+    The refinement enters through a zero-initialised mix γ, so at initialisation the output is exactly the bilinearly
+    upsampled prediction.
 
     Args:
-        channels: K, channels of the low-resolution predictions (e.g. classes).
-        guidance_channels: G, channels of the high-resolution guidance feature (in the regular geometry, e.g. a
-            stride-4 feature computed before any ARS).
+        feature_channels: Channels of the multi-scale features that guide the kernels, in the order they are passed
+            (e.g. a backbone's strides 4 to 32); empty: the image alone guides them.
+        image_channels: Channels of the image.
+        feature_dim: Channels each feature is projected to before it is demodulated (``P_i`` of (8)).
         kernel_size: k, size of the per-pixel reassembly kernels (odd).
         dilations: Dilations of the reassembly kernels; their outputs are combined with learned softmax weights.
         hidden: Channels of the kernel-prediction network.
@@ -375,61 +393,98 @@ class MSAU(nn.Module):
 
     def __init__(
         self,
-        channels: int,
-        guidance_channels: int,
+        feature_channels: tuple[int, ...] = (),
+        image_channels: int = 3,
+        feature_dim: int = 8,
         kernel_size: int = 3,
         dilations: tuple[int, ...] = (1, 2, 4),
         hidden: int = 32,
     ) -> None:
         super().__init__()
-        if channels < 1 or guidance_channels < 1 or hidden < 1:
+        if image_channels < 1 or feature_dim < 1 or hidden < 1 or any(c < 1 for c in feature_channels):
             raise ValueError(
-                "MSAU channels, guidance_channels and hidden must be positive, got "
-                f"{channels}, {guidance_channels}, {hidden}"
+                "MSAU feature_channels, image_channels, feature_dim and hidden must be positive, got "
+                f"{feature_channels}, {image_channels}, {feature_dim}, {hidden}"
             )
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"MSAU kernel_size must be a positive odd number, got {kernel_size}")
         if len(dilations) == 0 or any(d < 1 for d in dilations):
             raise ValueError(f"MSAU dilations must be a non-empty tuple of positive integers, got {dilations}")
-        self.channels = channels
-        self.guidance_channels = guidance_channels
+        self.feature_channels = tuple(feature_channels)
+        self.image_channels = image_channels
         self.kernel_size = kernel_size
         self.dilations = tuple(dilations)
-        self.encoder = nn.Sequential(  # (9)
-            nn.Conv2d(channels + guidance_channels, hidden, kernel_size=3, padding=1), nn.ReLU(inplace=True)
-        )
+        self.projections = nn.ModuleList(nn.Conv2d(c, feature_dim, 1) for c in self.feature_channels)  # P_i of (8)
+        guidance = image_channels + feature_dim * len(self.feature_channels)
+        self.encoder = nn.Sequential(nn.Conv2d(guidance, hidden, 3, padding=1), nn.ReLU(inplace=True))  # (9)
         self.kernel_heads = nn.Conv2d(hidden, len(dilations) * kernel_size**2, kernel_size=1)  # (10), all d at once
         self.dilation_logits = nn.Parameter(torch.zeros(len(dilations)))  # β of (12): uniform at start
         self.mix = nn.Parameter(torch.zeros(()))  # γ of (13): plain upsampling at start
 
-    def forward(self, x: Tensor, guidance: Tensor, grids: list[Tensor] | None = None) -> Tensor:
-        """Upsample ``x`` to the guidance's resolution.
+    def no_weight_decay(self) -> set[str]:
+        """The identity-at-initialisation scalars, which weight decay must not pull towards 0: γ and β."""
+        return {"mix", "dilation_logits"}
+
+    def guidance(self, image: Tensor, features: list[Tensor], grids: list[list[Tensor]]) -> Tensor:
+        """``[I; D_1; …; D_n]`` of (8–9): the image and every feature demodulated at the image's resolution.
 
         Args:
-            x: ``(N, K, h, w)`` low-resolution predictions (in the geometry modulated by ``grids``, if any).
-            guidance: ``(N, G, H, W)`` high-resolution feature in the regular geometry.
-            grids: ARS grids in the order applied (see :func:`demodulate`); ``None`` or empty: none.
+            image: ``(N, C_img, H, W)``.
+            features: ``n`` maps ``(N, C_i, h_i, w_i)`` with the channels of ``feature_channels``.
+            grids: For each feature, the ARS grids applied before it, in the order applied (empty: none).
+
+        Returns:
+            ``(N, C_img + n · feature_dim, H, W)``.
+        """
+        if image.dim() != 4 or image.shape[1] != self.image_channels:
+            raise ValueError(f"MSAU expects an image (N, {self.image_channels}, H, W), got {tuple(image.shape)}")
+        channels = tuple(feature.shape[1] if feature.dim() == 4 else -1 for feature in features)
+        if channels != self.feature_channels or len(grids) != len(features):
+            raise ValueError(
+                f"MSAU expects {len(self.feature_channels)} features (N, C, h, w) with channels "
+                f"{self.feature_channels} and one list of grids each, got channels {channels} and "
+                f"{len(grids)} grid lists"
+            )
+        size = (image.shape[-2], image.shape[-1])
+        demodulated = [
+            demodulate(projection(feature), list(applied), size)  # (8), at the output resolution
+            for projection, feature, applied in zip(self.projections, features, grids, strict=True)
+        ]
+        return torch.cat([image, *(d.to(image.dtype) for d in demodulated)], dim=1)
+
+    def forward(
+        self, x: Tensor, image: Tensor, features: list[Tensor] | None = None, grids: list[list[Tensor]] | None = None
+    ) -> Tensor:
+        """Upsample ``x`` to the image's resolution.
+
+        Args:
+            x: ``(N, K, h, w)`` low-resolution predictions in the regular geometry (any K: each map is refined with
+                the same kernels).
+            image: ``(N, C_img, H, W)``.
+            features: The guiding features (see :meth:`guidance`); ``None``: none (``feature_channels`` must be empty).
+            grids: The ARS grids applied before each feature; ``None``: none for any.
 
         Returns:
             ``(N, K, H, W)``.
         """
-        if x.dim() != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"MSAU expects x (N, {self.channels}, h, w), got shape {tuple(x.shape)}")
-        if guidance.dim() != 4 or guidance.shape[:2] != (x.shape[0], self.guidance_channels):
-            raise ValueError(
-                f"MSAU expects guidance ({x.shape[0]}, {self.guidance_channels}, H, W), got {tuple(guidance.shape)}"
-            )
-        N, K = x.shape[:2]
+        if x.dim() != 4 or x.shape[0] != image.shape[0]:
+            raise ValueError(f"MSAU expects x (N, K, h, w) with the image's N {image.shape[0]}, got {tuple(x.shape)}")
+        features = [] if features is None else list(features)
+        grids = [[] for _ in features] if grids is None else [list(g) for g in grids]
+        guidance = self.guidance(image, features, grids)
+        N = x.shape[0]
         H, W = guidance.shape[-2:]
-        upsampled = demodulate(x, list(grids) if grids else [], (H, W))  # (8)
-        hidden = self.encoder(torch.cat([upsampled, guidance.to(upsampled.dtype)], dim=1))  # (9)
-        k2 = self.kernel_size**2
-        kernels = self.kernel_heads(hidden).view(N, len(self.dilations), 1, k2, H, W).softmax(dim=3)  # (10)
+        upsampled = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)  # U of (8)
+        hidden = self.encoder(guidance.to(upsampled.dtype))  # (9)
+        k = self.kernel_size
+        kernels = self.kernel_heads(hidden).view(N, len(self.dilations), k * k, H, W).softmax(dim=2)  # (10)
         weights = self.dilation_logits.softmax(dim=0)  # (12)
         refined = torch.zeros_like(upsampled)
         for index, dilation in enumerate(self.dilations):
-            pad = dilation * (self.kernel_size // 2)
+            pad = dilation * (k // 2)
             padded = F.pad(upsampled, (pad, pad, pad, pad), mode="replicate")
-            patches = F.unfold(padded, self.kernel_size, dilation=dilation).view(N, K, k2, H, W)
-            refined = refined + weights[index] * (kernels[:, index] * patches).sum(dim=2)  # (11, 12)
+            for offset in range(k * k):  # (11), one shifted copy at a time: no k²-fold unfolded tensor
+                row, column = divmod(offset, k)
+                shifted = padded[..., row * dilation : row * dilation + H, column * dilation : column * dilation + W]
+                refined = refined + (weights[index] * kernels[:, index, offset, None]) * shifted  # (11, 12)
         return upsampled + self.mix * (refined - upsampled)  # (13)

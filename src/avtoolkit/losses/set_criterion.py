@@ -83,21 +83,6 @@ def masks_to_targets(masks: Tensor, num_classes: int) -> list[dict[str, Tensor]]
     return targets
 
 
-def semantic_inference(prediction: MaskPrediction) -> Tensor:
-    """Mask2Former's semantic inference: class-probability-weighted sum of the query masks.
-
-    ``S(k, x, y) = Σ_q softmax(ĉ_q)[k] · sigmoid(m_q(x, y))`` for the K real classes (no object dropped).
-
-    Args:
-        prediction: Class logits ``(N, Q, K + 1)`` and mask logits ``(N, Q, h, w)``.
-
-    Returns:
-        ``(N, K, h, w)`` non-negative class scores (at most Q).
-    """
-    probabilities = prediction.class_logits.softmax(dim=-1)[..., :-1]  # (N, Q, K)
-    return torch.einsum("nqk,nqhw->nkhw", probabilities, prediction.mask_logits.sigmoid())
-
-
 def point_sample(values: Tensor, points: Tensor) -> Tensor:
     """Bilinear read-out of maps at continuous points.
 

@@ -1,6 +1,7 @@
-"""FAVS: frequency-aware audio-visual segmentation (specs/favs.md) and its baseline without FDED/SCMC.
+"""FAVS: frequency-aware audio-visual segmentation, and its baseline without FDED/SCMC.
 
-Pipeline (Eq. 1), for the ``T`` frames of each clip (``N = B·T`` frames in all):
+"Frequency-Domain Decomposition and Recomposition for Robust Audio-Visual Segmentation". Pipeline (Eq. 1), for the
+``T`` frames of each clip (``N = B·T`` frames in all):
 
     P_4, {P_32, P_16, P_8} = PixelDecoder(Backbone(V))                     multi-scale per-pixel embeddings, C channels
     F_a = Proj(VGGish(log-mel))                                            (N, C, 6, 4) audio feature map per frame
@@ -9,49 +10,32 @@ Pipeline (Eq. 1), for the ``T`` frames of each clip (``N = B·T`` frames in all)
     queries    = E_q + MLP(GAP(F̂_a³))                                      audio-derived queries
     masks      = MaskedAttentionDecoder(queries, [F̂_v¹, F̂_v², F̂_v³], P_4 + Conv(Up(F̂_v³)))
 
-Resolutions of what the paper leaves open (specs/favs.md): the audio feature map is VGGish's last conv block
-(time × frequency = 6 × 4 per 0.96 s window), so FDED and the attention see an audio *map*; the fused stride-8
-visual output is added (1×1 conv, upsampled) to the stride-4 mask features so the per-pixel embeddings the
-masks are read from carry the audio-visual fusion too.
+Resolutions of what the paper leaves open: the per-pixel embeddings P_i are at strides 32, 16, 8 (the paper's
+(H, W)/2^{i+1} would give strides 4, 8, 16, too costly for attention); the audio feature map is VGGish's last conv
+block (time × frequency = 6 × 4 per 0.96 s window), so FDED and the attention see an audio *map*; the fused stride-8
+visual output is added (1×1 conv, upsampled) to the stride-4 mask features so the per-pixel embeddings the masks are
+read from carry the audio-visual fusion too.
 
-With the SFM plug-ins (``ars_stages``), the backbone features that passed through adaptive resampling are mapped
-back to the regular geometry (demodulated with the composed sampling grids) before the pixel decoder, and
-``msau`` replaces the final bilinear upsampling with multi-scale adaptive upsampling guided by the frames.
+Binary maps (S4, MS3) are a two-class problem for the mask-classification head: background (0) and foreground (1),
+each a set-loss target where present, and the foreground logit is the two-class semantic inference
+(:func:`~avtoolkit.models.segmentation.mask_decoder.prediction_logits`).
+
+With the SFM plug-ins (``ars_stages``, ``msau``; see
+:class:`~avtoolkit.models.segmentation.base.PyramidSegmentationModel`), MSAU upsamples the final prediction's query
+masks to the frames before the set loss matches them, so it is trained by the loss and ``logits`` comes from them.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn import Parameter
 
 from avtoolkit.data.batch import AUDIO, FRAMES, Batch
 from avtoolkit.fusion.fded import FDED
 from avtoolkit.fusion.scmc import SCMC
-from avtoolkit.fusion.sfm import MSAU, demodulate
-from avtoolkit.losses.set_criterion import semantic_inference
-from avtoolkit.models.encoders.multiscale import MultiScaleBackbone
 from avtoolkit.models.encoders.vggish import VGGish
-from avtoolkit.models.segmentation.base import MaskPrediction, SegmentationModel, SegmentationOutput
-from avtoolkit.models.segmentation.mask_decoder import MaskedAttentionDecoder
+from avtoolkit.models.segmentation.base import MaskPrediction, PyramidSegmentationModel, SegmentationOutput
+from avtoolkit.models.segmentation.mask_decoder import MaskedAttentionDecoder, prediction_logits
 from avtoolkit.models.segmentation.pixel_decoder import MSDeformAttnPixelDecoder
-
-_PROBABILITY_EPS = 1e-6
-
-
-def frame_backbone_features(backbone: MultiScaleBackbone, frames: Tensor) -> list[Tensor]:
-    """Backbone features of ``(N, 3, H, W)`` frames (strides 4 to 32), in the regular geometry.
-
-    Features at strides past an adaptive resampling are demodulated with the grids applied before them, so
-    every scale lines up with the frames again (a no-op without ARS).
-    """
-    features, grids = backbone(frames)
-    if not grids:
-        return features
-    aligned = []
-    for stride, feature in zip(backbone.strides, features, strict=True):
-        applied = [grid for ars_stride, grid in zip(backbone.ars_stages, grids, strict=True) if ars_stride <= stride]
-        aligned.append(demodulate(feature, applied, tuple(feature.shape[-2:])) if applied else feature)
-    return aligned
 
 
 class AudioFeatureMap(nn.Module):
@@ -91,6 +75,7 @@ class FAVSStage(nn.Module):
         heads: Attention heads.
         top_k: Fixed number of experts instead of the entropy-guided k.
         balance_weight: Weight of SCMC's load-balancing loss.
+        entropy_weight: Weight of SCMC's per-frame routing-entropy penalty.
         thresholds: FDED band edges on the normalised radial frequency.
     """
 
@@ -104,6 +89,7 @@ class FAVSStage(nn.Module):
         heads: int,
         top_k: int | None,
         balance_weight: float,
+        entropy_weight: float,
         thresholds: tuple[float, ...],
     ) -> None:
         super().__init__()
@@ -114,15 +100,20 @@ class FAVSStage(nn.Module):
         )
         self.fded_visual = FDED(dim, "visual", thresholds) if use_fded else None
         self.fded_audio = FDED(dim, "audio", thresholds) if use_fded else None
-        self.scmc = SCMC(dim, num_experts, heads, top_k=top_k, balance_weight=balance_weight) if use_scmc else None
+        self.scmc = (
+            SCMC(dim, num_experts, heads, top_k=top_k, balance_weight=balance_weight, entropy_weight=entropy_weight)
+            if use_scmc
+            else None
+        )
 
     def forward(
         self, pixels: Tensor, audio: Tensor, previous: Tensor | None
-    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor], dict[str, Tensor]]:
         """``pixels`` ``(B, T, C, H, W)`` (P_i), ``audio`` ``(B, T, C, h, w)``, ``previous`` stage output or ``None``.
 
         Returns:
-            The stage's visual and audio outputs and its statistics/losses by name.
+            The stage's visual and audio outputs, its weighted auxiliary losses and its routing statistics (mean k
+            and each expert's share of the frames, per stream), by name.
         """
         visual = pixels
         if self.fuse is not None and previous is not None:
@@ -132,19 +123,24 @@ class FAVSStage(nn.Module):
             visual = self.fuse(torch.cat([upsampled, pixels.flatten(0, 1)], dim=1)).unflatten(0, pixels.shape[:2])
         if self.fded_visual is not None and self.fded_audio is not None:
             visual, audio = self.fded_visual(visual), self.fded_audio(audio)  # Eqs. 2-6
-        extras: dict[str, Tensor] = {}
+        losses: dict[str, Tensor] = {}
+        stats: dict[str, Tensor] = {}
         if self.scmc is not None:
             routed = self.scmc(visual, audio)  # Eqs. 7-10
             visual, audio = routed.visual, routed.audio
-            extras = {
-                "balance_loss": routed.balance_loss,
-                "mean_k_visual": routed.k_visual.float().mean(),
-                "mean_k_audio": routed.k_audio.float().mean(),
-            }
-        return visual, audio, extras
+            losses = {"balance_loss": routed.balance_loss}
+            if self.scmc.entropy_weight > 0:
+                losses["entropy_loss"] = routed.entropy_loss
+            for stream, k, usage in (
+                ("visual", routed.k_visual, routed.usage_visual),
+                ("audio", routed.k_audio, routed.usage_audio),
+            ):
+                stats[f"mean_k_{stream}"] = k.float().mean()
+                stats.update({f"usage_{stream}/expert{e}": share for e, share in enumerate(usage)})
+        return visual, audio, losses, stats
 
 
-class FAVS(SegmentationModel):
+class FAVS(PyramidSegmentationModel):
     """FAVS: FDED + SCMC stages between a deformable pixel decoder and a Mask2Former-style decoder.
 
     With ``use_fded=False, use_scmc=False`` it is the ablation baseline (the same pipeline; audio enters through
@@ -170,10 +166,13 @@ class FAVS(SegmentationModel):
         num_experts: SCMC experts N_e.
         top_k: Fixed number of experts per frame (``None``: entropy-guided k, Eq. 9).
         balance_weight: SCMC load-balancing loss weight (0: off).
+        entropy_weight: SCMC per-frame routing-entropy penalty weight (0: off). The balance loss alone is lowest
+            when every frame routes uniformly, which keeps the entropy-guided k at N_e; this penalty makes single
+            frames confident so that k varies (Eq. 9), while the balance loss keeps the experts evenly used.
         fded_thresholds: FDED radial band edges τ.
         ars_stages: Backbone transitions (by output stride: 8, 16, 32) preceded by adaptive resampling (SFM).
-        msau: Upsample the final scores with multi-scale adaptive upsampling (SFM) instead of leaving the
-            task's bilinear resize.
+        msau: Upsample the final prediction's query masks to the frames with multi-scale adaptive upsampling (SFM),
+            before the set loss matches them.
     """
 
     def __init__(
@@ -196,69 +195,59 @@ class FAVS(SegmentationModel):
         num_experts: int = 4,
         top_k: int | None = None,
         balance_weight: float = 0.01,
+        entropy_weight: float = 0.01,
         fded_thresholds: tuple[float, ...] = (0.5, 0.25, 0.125),
         ars_stages: tuple[int, ...] = (),
         msau: bool = False,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 (1: binary foreground), got {num_classes}")
-        self.num_classes = num_classes
-        self.backbone = MultiScaleBackbone(backbone, backbone_weights, (4, 8, 16, 32), ars_stages)
+        super().__init__(num_classes, backbone, backbone_weights, ars_stages, msau)
         self.pixel_decoder = MSDeformAttnPixelDecoder(
             self.backbone.channels, dim, dim, encoder_layers, heads, ffn_dim=encoder_ffn_dim
         )
         self.audio = AudioFeatureMap(dim, audio_weights, audio_width, freeze_audio)
         self.stages = nn.ModuleList(
-            FAVSStage(dim, i > 0, use_fded, use_scmc, num_experts, heads, top_k, balance_weight, fded_thresholds)
+            FAVSStage(
+                dim,
+                i > 0,
+                use_fded,
+                use_scmc,
+                num_experts,
+                heads,
+                top_k,
+                balance_weight,
+                entropy_weight,
+                fded_thresholds,
+            )
             for i in range(3)
         )
         self.fused_to_mask = nn.Conv2d(dim, dim, 1)
         self.query_embed = nn.Embedding(num_queries, dim)  # E_q
         self.audio_to_query = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))  # channel MLP
-        self.decoder = MaskedAttentionDecoder(dim, num_queries, num_classes, decoder_layers, heads, decoder_ffn_dim)
-        self.msau = MSAU(num_classes, 3) if msau else None
-
-    def backbone_parameters(self) -> list[Parameter]:
-        """The image backbone's parameters."""
-        return list(self.backbone.parameters())
+        decoder_classes = 2 if num_classes == 1 else num_classes  # binary: background and foreground
+        self.decoder = MaskedAttentionDecoder(dim, num_queries, decoder_classes, decoder_layers, heads, decoder_ffn_dim)
 
     def forward(self, batch: Batch) -> SegmentationOutput:
         """Mask predictions of every decoder layer and the per-pixel scores of the last."""
         frames = batch[FRAMES]
         B, T = frames.shape[:2]
-        features = frame_backbone_features(self.backbone, frames.flatten(0, 1))
-        mask_features, pyramid = self.pixel_decoder(features)  # (N, C, H/4, W/4); P_32, P_16, P_8
+        frame_pyramid = self.frame_pyramid(frames.flatten(0, 1))
+        mask_features, pyramid = self.pixel_decoder(frame_pyramid.features)  # (N, C, H/4, W/4); P_32, P_16, P_8
         audio = self.audio(batch[AUDIO])  # (B, T, C, 6, 4)
         visual: Tensor | None = None
         memory, losses, stats = [], {}, {}
         for i, (stage, pixels) in enumerate(zip(self.stages, pyramid, strict=True), start=1):
-            visual, audio, extras = stage(pixels.unflatten(0, (B, T)), audio, visual)
+            visual, audio, stage_losses, stage_stats = stage(pixels.unflatten(0, (B, T)), audio, visual)
             memory.append(visual.flatten(0, 1))
-            if "balance_loss" in extras:
-                losses[f"stage{i}/balance_loss"] = extras.pop("balance_loss")
-            stats.update({f"stage{i}/{name}": value.detach() for name, value in extras.items()})
+            losses.update({f"stage{i}/{name}": value for name, value in stage_losses.items()})
+            stats.update({f"stage{i}/{name}": value.detach() for name, value in stage_stats.items()})
         assert visual is not None
         fused = F.interpolate(memory[-1], size=mask_features.shape[-2:], mode="bilinear", align_corners=False)
         mask_features = mask_features + self.fused_to_mask(fused)
         audio_vector = audio.mean(dim=(-2, -1)).flatten(0, 1)  # GAP of the final audio feature, (N, C)
         queries = self.query_embed.weight.unsqueeze(0) + self.audio_to_query(audio_vector).unsqueeze(1)
         predictions = self.decoder(queries, memory, mask_features)
-        logits = prediction_logits(predictions[-1])  # (N, K, H/4, W/4)
-        if self.msau is not None:
-            logits = self.msau(logits, frames.flatten(0, 1))
+        if self.msau is not None:  # the final query masks, upsampled to the frames, are what the set loss matches
+            final = predictions[-1]
+            predictions[-1] = MaskPrediction(final.class_logits, self.upsample(final.mask_logits, frame_pyramid))
+        logits = prediction_logits(predictions[-1], binary=self.num_classes == 1)  # (N, K, h, w)
         return SegmentationOutput(logits.unflatten(0, (B, T)), predictions, losses, stats)
-
-
-def prediction_logits(prediction: MaskPrediction) -> Tensor:
-    """Per-pixel logits ``(N, K, h, w)`` of a mask-classification prediction.
-
-    K > 1: the log of Mask2Former's semantic scores Σ_q p_q(c) σ(m_q) (argmax unchanged). K = 1: the logit of
-    the probability that *some* query claims the pixel as foreground, 1 − Π_q (1 − p_q(fg) σ(m_q)) (a noisy-OR:
-    it stays in [0, 1] where several queries overlap, so 0.5 keeps its meaning for M_J).
-    """
-    if prediction.class_logits.shape[-1] > 2:
-        return torch.log(semantic_inference(prediction).clamp_min(_PROBABILITY_EPS))
-    claim = prediction.class_logits.softmax(-1)[..., 0, None, None] * prediction.mask_logits.sigmoid()  # (N, Q, h, w)
-    log_background = torch.log1p(-claim.clamp(max=1 - _PROBABILITY_EPS)).sum(1, keepdim=True)  # log Π_q (1 − claim)
-    return torch.log((-torch.expm1(log_background)).clamp_min(_PROBABILITY_EPS)) - log_background

@@ -243,3 +243,47 @@ class MaskedAttentionDecoder(nn.Module):
             prediction = self.predict(q, mask_features)
             predictions.append(prediction)
         return predictions
+
+
+_PROBABILITY_EPS = 1e-6
+
+
+def semantic_inference(prediction: MaskPrediction) -> Tensor:
+    """Mask2Former's semantic inference: class-probability-weighted sum of the query masks.
+
+    ``S(k, x, y) = Σ_q softmax(ĉ_q)[k] · sigmoid(m_q(x, y))`` for the K real classes (no object dropped).
+
+    Args:
+        prediction: Class logits ``(N, Q, K + 1)`` and mask logits ``(N, Q, h, w)``.
+
+    Returns:
+        ``(N, K, h, w)`` non-negative class scores (at most Q).
+    """
+    probabilities = prediction.class_logits.softmax(dim=-1)[..., :-1]  # (N, Q, K)
+    return torch.einsum("nqk,nqhw->nkhw", probabilities, prediction.mask_logits.sigmoid())
+
+
+def prediction_logits(prediction: MaskPrediction, binary: bool) -> Tensor:
+    """Per-pixel logits of a mask-classification prediction, from :func:`semantic_inference`.
+
+    Class maps (``binary=False``): ``log S`` ``(N, K, h, w)``, whose argmax is Mask2Former's semantic label.
+
+    Binary maps (``binary=True``; two classes, 0 background and 1 foreground, as the set loss trains them): the
+    foreground logit ``log S_1 − log S_0`` ``(N, 1, h, w)``, so ``sigmoid = S_1 / (S_0 + S_1)`` and 0.5 is the
+    argmax of the two-class semantic inference. A query claims pixels for the background as well as for the
+    foreground, and the unmatched queries (mostly "no object") add to both sides alike, so the decision does not
+    drift with the number of queries (a noisy-OR of the foreground claims of every query would).
+
+    Args:
+        prediction: Class logits ``(N, Q, K + 1)`` and mask logits ``(N, Q, h, w)``.
+        binary: Whether the K = 2 classes are background and foreground of a binary map.
+
+    Returns:
+        ``(N, 1, h, w)`` (binary) or ``(N, K, h, w)``.
+    """
+    scores = semantic_inference(prediction).clamp_min(_PROBABILITY_EPS).log()
+    if not binary:
+        return scores
+    if scores.shape[1] != 2:
+        raise ValueError(f"binary prediction_logits needs two classes (background, foreground), got {scores.shape[1]}")
+    return scores[:, 1:] - scores[:, :1]

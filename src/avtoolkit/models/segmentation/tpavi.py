@@ -15,14 +15,10 @@ then a top-down FPN decoder predicts per-pixel logits at stride 4 (K channels). 
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn import Parameter
 
 from avtoolkit.data.batch import AUDIO, FRAMES, Batch
-from avtoolkit.fusion.sfm import MSAU
-from avtoolkit.models.encoders.multiscale import MultiScaleBackbone
 from avtoolkit.models.encoders.vggish import VGGish
-from avtoolkit.models.segmentation.base import SegmentationModel, SegmentationOutput
-from avtoolkit.models.segmentation.favs import frame_backbone_features
+from avtoolkit.models.segmentation.base import PyramidSegmentationModel, SegmentationOutput
 
 
 class TPAVI(nn.Module):
@@ -56,7 +52,7 @@ class TPAVI(nn.Module):
         return visual + self.out(y).transpose(1, 2)
 
 
-class TPAVINet(SegmentationModel):
+class TPAVINet(PyramidSegmentationModel):
     """Backbone → per-scale projection + TPAVI → FPN decoder → per-pixel logits at stride 4.
 
     Args:
@@ -85,13 +81,9 @@ class TPAVINet(SegmentationModel):
         ars_stages: tuple[int, ...] = (),
         msau: bool = False,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 (1: binary foreground), got {num_classes}")
         if any(stage not in range(4) for stage in tpavi_stages):
             raise ValueError(f"tpavi_stages must be indices in 0..3 (strides 4, 8, 16, 32), got {tpavi_stages}")
-        self.num_classes = num_classes
-        self.backbone = MultiScaleBackbone(backbone, backbone_weights, (4, 8, 16, 32), ars_stages)
+        super().__init__(num_classes, backbone, backbone_weights, ars_stages, msau)
         self.vggish = VGGish(audio_weights, audio_width, freeze_audio)
         self.audio_project = nn.Linear(128, dim)
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 3, padding=1) for c in self.backbone.channels)
@@ -105,21 +97,16 @@ class TPAVINet(SegmentationModel):
             nn.ReLU(),
             nn.Conv2d(dim // 2, num_classes, 1),
         )
-        self.msau = MSAU(num_classes, 3) if msau else None
-
-    def backbone_parameters(self) -> list[Parameter]:
-        """The image backbone's parameters."""
-        return list(self.backbone.parameters())
 
     def forward(self, batch: Batch) -> SegmentationOutput:
         """Per-pixel logits ``(B, T, K, H/4, W/4)`` (``H × W`` with MSAU)."""
         frames = batch[FRAMES]
         B, T = frames.shape[:2]
-        features = frame_backbone_features(self.backbone, frames.flatten(0, 1))
+        pyramid = self.frame_pyramid(frames.flatten(0, 1))
         _, embedding = self.vggish(batch[AUDIO].flatten(0, 1))
         audio = self.audio_project(embedding).unflatten(0, (B, T))  # (B, T, C)
         levels = []
-        for i, (lateral, feature) in enumerate(zip(self.lateral, features, strict=True)):
+        for i, (lateral, feature) in enumerate(zip(self.lateral, pyramid.features, strict=True)):
             x = lateral(feature)
             if str(i) in self.tpavi:
                 x = self.tpavi[str(i)](x.unflatten(0, (B, T)), audio).flatten(0, 1)
@@ -127,7 +114,5 @@ class TPAVINet(SegmentationModel):
         x = levels[-1]  # top-down FPN: stride 32 → 4
         for level, smooth in zip(reversed(levels[:-1]), self.smooth, strict=True):
             x = smooth(level + F.interpolate(x, size=level.shape[-2:], mode="bilinear", align_corners=False))
-        logits = self.head(x)
-        if self.msau is not None:
-            logits = self.msau(logits, frames.flatten(0, 1))
+        logits = self.upsample(self.head(x), pyramid)
         return SegmentationOutput(logits.unflatten(0, (B, T)))
