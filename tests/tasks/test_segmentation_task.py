@@ -45,13 +45,48 @@ def test_favs_fit_test_and_reload_through_the_cli(synthetic_trees, tmp_path):
     assert torch.equal(task.state_dict()["model.query_embed.weight"], state["model.query_embed.weight"])
 
 
-def test_backbone_learning_rate_multiplier(synthetic_trees, tmp_path):
-    config = tiny_config(tmp_path, "quickstart_favs_s4", synthetic_trees["s4"], TINY_FAVS)
+def test_parameter_groups_follow_the_mask2former_recipe(synthetic_trees, tmp_path):
+    network = {**TINY_FAVS, "ars_stages": [8], "msau": True}
+    config = tiny_config(tmp_path, "quickstart_favs_s4", synthetic_trees["s4"], network)
     cli = lightning_cli(["--config", str(config), "--model.init_args.backbone_lr_multiplier", "0.1"], run=False)
-    optimizer = cli.model.configure_optimizers()
-    rest, backbone = optimizer.param_groups
-    assert backbone["lr"] == pytest.approx(0.1 * rest["lr"])
-    assert sum(p.numel() for p in backbone["params"]) == sum(p.numel() for p in cli.model.model.backbone.parameters())
+    task = cli.model
+    optimizer = task.configure_optimizers()
+    base_lr, decay = optimizer.defaults["lr"], optimizer.defaults["weight_decay"]
+    assert decay > 0
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    named = dict(task.model.named_parameters())
+    assert len(group_of) == len(named)  # every parameter in exactly one group
+    model = task.model
+    ars = model.backbone.ars_modules()[0].ars
+
+    def lr_and_decay(parameter: torch.nn.Parameter) -> tuple[float, float]:
+        return group_of[id(parameter)]["lr"], group_of[id(parameter)]["weight_decay"]
+
+    # the pre-trained backbone at 0.1 × the rate; ARS, inserted into it, is new: the full rate
+    assert lr_and_decay(model.backbone.backbone.conv1[0].weight) == (pytest.approx(0.1 * base_lr), decay)
+    assert lr_and_decay(ars.saliency_net[0].weight) == (base_lr, decay)
+    # no weight decay on norms, embeddings and the identity-at-initialisation scalars
+    assert lr_and_decay(model.backbone.backbone.bn1.weight) == (pytest.approx(0.1 * base_lr), 0.0)
+    no_decay = [
+        ars.alpha_raw,
+        model.msau.mix,
+        model.stages[0].fded_visual.weights,
+        model.query_embed.weight,
+        model.decoder.query_position.weight,
+        model.pixel_decoder.level_embed,
+        model.decoder.decoder_norm.weight,
+        model.audio.project[1].weight,  # GroupNorm
+    ]
+    for parameter in no_decay:
+        assert lr_and_decay(parameter) == (base_lr, 0.0)
+    assert lr_and_decay(model.decoder.class_head.weight) == (base_lr, decay)
+
+
+def test_avsbench_batch_size_reaches_the_metrics(synthetic_trees, tmp_path):
+    config = tiny_config(tmp_path, "quickstart_favs_s4", synthetic_trees["s4"], TINY_FAVS)
+    args = ["--model.init_args.protocol", "avsbench", "--model.init_args.avsbench_batch_size", "4"]
+    task = lightning_cli(["--config", str(config), *args], run=False).model
+    assert task.val_metrics.avsbench_batch_size == task.test_metrics.avsbench_batch_size == 4
 
 
 def test_tpavi_predicts_masks_at_frame_size(synthetic_trees, tmp_path):

@@ -6,7 +6,28 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torch import nn
 from torchmetrics import Metric
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def no_weight_decay_parameters(module: nn.Module) -> set[int]:
+    """The ids of the parameters weight decay must not touch (Mask2Former's rule, extended).
+
+    The parameters of norm layers (batch, instance, group, layer norm) and of embeddings, and every parameter a
+    submodule names in its ``no_weight_decay()`` method (names relative to that submodule, as timm models declare
+    their position tables; our modules declare their identity-at-initialisation scalars).
+    """
+    ids: set[int] = set()
+    for submodule in module.modules():
+        if isinstance(submodule, (*_NORMS, nn.Embedding)):
+            ids.update(id(p) for p in submodule.parameters(recurse=False))
+        declared = getattr(submodule, "no_weight_decay", None)
+        if callable(declared):
+            named = dict(submodule.named_parameters())
+            ids.update(id(named[name]) for name in declared() if name in named)
+    return ids
 
 
 class BaseAVTask(LightningModule):

@@ -11,7 +11,7 @@ from avtoolkit.data.batch import FRAMES, MASK_VALID, MASKS, Batch
 from avtoolkit.losses.segmentation import MaskClassificationCriterion, SegmentationCriterion
 from avtoolkit.metrics.segmentation import BinarySegmentationMetrics, SemanticSegmentationMetrics
 from avtoolkit.models.segmentation.base import SegmentationModel, SegmentationOutput
-from avtoolkit.tasks.base import BaseAVTask
+from avtoolkit.tasks.base import BaseAVTask, no_weight_decay_parameters
 
 
 class AVSegmentationTask(BaseAVTask):
@@ -26,9 +26,12 @@ class AVSegmentationTask(BaseAVTask):
         model: The segmentation network.
         criterion: The training objective (default: Mask2Former's set loss,
             :class:`~avtoolkit.losses.segmentation.MaskClassificationCriterion`).
-        protocol: Metric protocol, "default" (dataset level) or "avsbench" (the published code's, see
-            specs/metrics.md).
-        backbone_lr_multiplier: Learning-rate factor of the network's image backbone (the FAVS recipe: 0.1).
+        protocol: Metric protocol, "default" (dataset level) or "avsbench" (the published AVSBench code's:
+            per-batch means and maxima, float32).
+        avsbench_batch_size: Clips per evaluation batch under the ``"avsbench"`` protocol of binary maps (the
+            published test scripts' ``--test_batch_size``); the default protocol does not depend on it.
+        backbone_lr_multiplier: Learning-rate factor of the network's pre-trained image backbone (the FAVS recipe:
+            0.1); layers inserted into it (ARS) train at the full rate.
         optimizer: Optimiser factory.
         lr_scheduler: Scheduler factory, or ``None``.
         lr_scheduler_interval: Step the scheduler per optimiser step or per epoch.
@@ -39,6 +42,7 @@ class AVSegmentationTask(BaseAVTask):
         model: SegmentationModel,
         criterion: SegmentationCriterion | None = None,
         protocol: Literal["default", "avsbench"] = "default",
+        avsbench_batch_size: int = 1,
         backbone_lr_multiplier: float = 1.0,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -51,24 +55,40 @@ class AVSegmentationTask(BaseAVTask):
         self.criterion = MaskClassificationCriterion() if criterion is None else criterion
         self.backbone_lr_multiplier = backbone_lr_multiplier
         self.num_classes = model.num_classes
-        self.val_metrics = self._metrics(protocol)
-        self.test_metrics = self._metrics(protocol)
+        self.val_metrics = self._metrics(protocol, avsbench_batch_size)
+        self.test_metrics = self._metrics(protocol, avsbench_batch_size)
 
     def _metrics(
-        self, protocol: Literal["default", "avsbench"]
+        self, protocol: Literal["default", "avsbench"], avsbench_batch_size: int
     ) -> BinarySegmentationMetrics | SemanticSegmentationMetrics:
         if self.num_classes == 1:
-            return BinarySegmentationMetrics(protocol)
+            return BinarySegmentationMetrics(protocol, avsbench_batch_size)
         return SemanticSegmentationMetrics(self.num_classes, protocol)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """The image backbone's parameters at ``backbone_lr_multiplier`` × the rate, the rest at the rate."""
+        """The optimiser's groups, as in Mask2Former.
+
+        The image backbone's parameters train at ``backbone_lr_multiplier`` × the rate, the rest at the rate; in
+        both, norm layers, embeddings and the scalars that make a module the identity at initialisation (a module's
+        ``no_weight_decay()``) get no weight decay, which would pull them away from their neutral values.
+        """
         backbone = {id(p) for p in self.model.backbone_parameters()}
+        no_decay = no_weight_decay_parameters(self)
         trainable = [p for p in self.parameters() if p.requires_grad]
-        return [
-            {"params": [p for p in trainable if id(p) not in backbone]},
-            {"params": [p for p in trainable if id(p) in backbone], "lr_multiplier": self.backbone_lr_multiplier},
-        ]
+        groups: list[dict[str, Any]] = []
+        for in_backbone in (False, True):
+            for decay in (True, False):
+                params = [
+                    p for p in trainable if (id(p) in backbone) == in_backbone and (id(p) not in no_decay) == decay
+                ]
+                group: dict[str, Any] = {"params": params}
+                if in_backbone:
+                    group["lr_multiplier"] = self.backbone_lr_multiplier
+                if not decay:
+                    group["weight_decay"] = 0.0
+                if params:
+                    groups.append(group)
+        return groups
 
     # -- the shared forward pass -----------------------------------------------------------------------------
 

@@ -336,6 +336,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.mask_features = nn.Conv2d(dim, mask_dim, kernel_size=1)
         self.reset_parameters()
 
+    def no_weight_decay(self) -> set[str]:
+        """The level embeddings, which Mask2Former keeps out of weight decay like every embedding."""
+        return {"level_embed"}
+
     def reset_parameters(self) -> None:
         """Mask2Former's initialisation.
 
