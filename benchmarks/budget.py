@@ -38,13 +38,15 @@ def quickstart_data(layout: str) -> Path:
 def budgeted_run(
     quickstart: str,
     name: str,
-    minutes: float,
+    minutes: float | None,
     workdir: Path,
     reuse: bool,
     edit: Callable[[dict[str, Any]], None] | None = None,
     before_fit: Callable[[LightningModule, LightningDataModule], None] | None = None,
+    steps: int | None = None,
 ) -> tuple[LightningModule, LightningDataModule, dict[str, Any]]:
-    """Train ``configs/experiment/{quickstart}.yaml`` for ``minutes`` into ``workdir/name``; load its best checkpoint.
+    """Train ``configs/experiment/{quickstart}.yaml`` for ``minutes`` (wall clock) or ``steps`` (optimiser steps)
+    into ``workdir/name``; load its best checkpoint.
 
     The config's first callback must be the ModelCheckpoint (``filename: best``). ``edit`` changes the config
     (a dict) before it is built; ``before_fit`` runs on the built task and datamodule, before training or reuse.
@@ -55,8 +57,15 @@ def budgeted_run(
     """
     config = yaml.safe_load((CONFIGS / f"{quickstart}.yaml").read_text())
     trainer = config["trainer"]
-    seconds = round(60 * minutes)
-    trainer.update(max_epochs=10_000, max_time=f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}")
+    if (minutes is None) == (steps is None):
+        raise ValueError("budgeted_run needs exactly one budget: minutes or steps")
+    if steps is not None:
+        trainer.update(max_epochs=10_000, max_steps=steps)
+    else:
+        assert minutes is not None
+        seconds = round(60 * minutes)
+        hms = f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        trainer.update(max_epochs=10_000, max_time=hms)
     trainer["default_root_dir"] = str(workdir / name)
     trainer["logger"]["init_args"]["save_dir"] = str(workdir / name)
     trainer["callbacks"][0]["init_args"]["dirpath"] = str(workdir / name / "checkpoints")
@@ -73,7 +82,8 @@ def budgeted_run(
         best.unlink(missing_ok=True)
         cli.trainer.fit(task, datamodule)
         if not best.is_file():
-            raise RuntimeError(f"{name}: no validation ran within {minutes} min; give it more time")
+            budget = f"{minutes} min" if steps is None else f"{steps} steps"
+            raise RuntimeError(f"{name}: no validation ran within {budget}; give it more time")
     checkpoint = torch.load(best, map_location="cpu", weights_only=False)
     task.load_state_dict(checkpoint["state_dict"])
     return task, datamodule, checkpoint
