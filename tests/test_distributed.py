@@ -2,9 +2,11 @@
 
 Segmentation (M_J, M_F) and separation (SDR/SIR/SAR) are evaluated on splits of 3 clips, an odd number that
 Lightning's own distributed sampler would pad by repeating a clip; the counters must equal the split sizes. The
-same processes also train through the CLI with ``configs/trainer/ddp.yaml``.
+same processes also train through the CLI with ``configs/trainer/ddp.yaml`` (plain DDP, which refuses parameters
+without a gradient): the separation quick start, and the FAVS baseline with the SFM plug-ins on.
 
-This file is also the worker: ``torchrun --nproc_per_node 2 tests/test_distributed.py OUT MUSIC S4 CONFIG``.
+This file is also the worker:
+``torchrun --nproc_per_node 2 tests/test_distributed.py OUT MUSIC S4 CONFIG SEGMENTATION_CONFIG``.
 """
 
 import csv
@@ -62,7 +64,7 @@ def evaluate(
     return {**run.validate(task, datamodule, verbose=False)[0], **run.test(task, datamodule, verbose=False)[0]}
 
 
-def worker(out: Path, music: Path, s4: Path, config: Path) -> None:
+def worker(out: Path, music: Path, s4: Path, config: Path, segmentation_config: Path) -> None:
     """One of the two DDP processes: evaluate the saved weights, then train through the CLI."""
     torch.set_num_threads(1)
     results = {}
@@ -73,6 +75,7 @@ def worker(out: Path, music: Path, s4: Path, config: Path) -> None:
     # SyncBatchNorm needs a GPU to synchronise; on CPU the part is used as is otherwise.
     cpu = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.sync_batchnorm=false"]
     main(["fit", "--config", str(config), "--trainer", str(ddp), *cpu])
+    main(["fit", "--config", str(segmentation_config), "--trainer", str(ddp), *cpu])
     if int(os.environ["RANK"]) == 0:
         world_size = torch.distributed.get_world_size()
         (out / "results.json").write_text(json.dumps({"world_size": world_size, "metrics": results}))
@@ -98,6 +101,9 @@ def runs(
     one_thread: None, music_tree: Path, s4_odd: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, dict[str, float]]:
     """One process in this one, then the same weights in two torchrun processes."""
+    from fixtures.tiny_models import TINY_FAVS
+
+    from tasks.test_segmentation_task import tiny_config as tiny_segmentation_config
     from test_cli import tiny_config
 
     out = tmp_path_factory.mktemp("ddp")
@@ -108,10 +114,14 @@ def runs(
     fit_dir = out / "fit"
     fit_dir.mkdir()
     config = tiny_config(fit_dir, music_tree)
+    segmentation_dir = out / "fit_segmentation"
+    segmentation_dir.mkdir()
+    sfm = {**TINY_FAVS, "use_fded": False, "use_scmc": False, "ars_stages": [8, 16, 32], "msau": True}
+    segmentation_config = tiny_segmentation_config(segmentation_dir, "quickstart_favs_baseline_s4", s4_odd, sfm)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
-        [*command, __file__, str(out), str(music_tree), str(s4_odd), str(config)],
+        [*command, __file__, str(out), str(music_tree), str(s4_odd), str(config), str(segmentation_config)],
         env=env,
         capture_output=True,
         text=True,
@@ -122,7 +132,9 @@ def runs(
     assert two["world_size"] == 2
     with open(next(fit_dir.rglob("metrics.csv"))) as f:
         fitted = [row for row in csv.DictReader(f) if row.get("val/n_clips")]
-    return {"single": single, "two": two["metrics"], "fit": fitted[-1]}
+    with open(next(segmentation_dir.rglob("metrics.csv"))) as f:
+        segmentation = [row for row in csv.DictReader(f) if row.get("val/n_frames")]
+    return {"single": single, "two": two["metrics"], "fit": fitted[-1], "fit_segmentation": segmentation[-1]}
 
 
 @pytest.mark.parametrize("name", ["segmentation", "separation"])
@@ -153,5 +165,11 @@ def test_ddp_trainer_part_trains_through_the_cli(runs):
     assert math.isfinite(float(runs["fit"]["val/sdr"]))
 
 
+def test_plain_ddp_trains_a_network_with_the_sfm_plug_ins(runs):
+    # ARS and MSAU are on the loss's path: plain DDP (no unused-parameter search) accepts the network
+    assert float(runs["fit_segmentation"]["val/n_frames"]) == N_CLIPS * 5
+    assert math.isfinite(float(runs["fit_segmentation"]["val/mj"]))
+
+
 if __name__ == "__main__":
-    worker(*(Path(arg) for arg in sys.argv[1:5]))
+    worker(*(Path(arg) for arg in sys.argv[1:6]))
