@@ -171,7 +171,7 @@ def analyses(results: dict[str, dict[str, Any]]) -> str:
         by_class.setdefault(clip.label, []).append(read_audio(clip.audio, clip.sample_rate))
     sections += [
         "## Acoustic descriptors of the test instruments",
-        format_table(descriptor_table(by_class, datamodule.sample_rate, min_harmonics=4)),
+        format_table(descriptor_table(by_class, datamodule.sample_rate)),
     ]
     return "\n\n".join(sections)
 

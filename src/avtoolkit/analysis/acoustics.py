@@ -1,23 +1,32 @@
 """Acoustic descriptors of instrument recordings (HFRA's analysis of what makes an instrument hard to separate).
 
-Spec: ``specs/separation.md`` (HFRA, "the acoustic characteristics (amplitude ratio max|x|/rms; harmonic
-complexity 1 − HCR from the first 8 harmonics)"). The paper gives the two names and the formula above only;
-the estimation procedure below is ours and is written out in full so that numbers can be reproduced.
+The HFRA paper (appendix A1, "Acoustic Characteristics Computation for Figure 1") defines two descriptors per clip,
+averaged per instrument class:
 
-* :func:`amplitude_ratio`: the crest factor ``max|x| / rms(x)`` of the whole waveform. A steady tone has a low
-  ratio (a sine: √2); an impulsive, decaying sound (plucked or struck instruments) a high one.
-* :func:`harmonic_complexity`: ``1 − HCR``, where the harmonic concentration ratio HCR is the fraction of the
-  energy of the first ``n_harmonics`` harmonics that sits in the fundamental. A pure tone has complexity 0;
-  equal-energy harmonics ``1 − 1/K``. See :func:`harmonic_analysis` for the exact procedure.
+* :func:`amplitude_ratio`: ``AR = max|x(t)| / sqrt(mean_t x(t)²)`` (the crest factor) of the whole waveform. A
+  steady tone has a low ratio (a sine: √2); an impulsive, decaying sound (plucked or struck instruments) a high one.
+* :func:`harmonic_complexity`: ``1 − HCR`` with the harmonic component ratio
+  ``HCR = Σ_{i=1..N} (1/i)·E_i / Σ_{i=1..N} E_i``, where ``f0`` is estimated with ``librosa.pyin``, ``E_i`` is
+  the average energy at harmonic ``i·f0`` and ``N = 8``. A pure tone has ``HCR = 1`` (complexity 0); equal
+  energy in harmonics 1 and 2 gives ``HCR = (1 + 1/2)/2 = 0.75`` (complexity 0.25); all the energy in harmonic
+  ``N`` gives ``1/N``, so complexity lies in ``[0, 1 − 1/N]``. The paper names the steps only; the details it
+  leaves open (frames, pyin's range, how ``E_i`` is measured, which frames count) are resolved in
+  :func:`harmonic_analysis`, each marked as ours.
 * :func:`descriptor_table` / :func:`format_table`: mean ± std of both descriptors per class, as markdown.
+
+``harmonic_complexity`` needs librosa, from the ``analysis`` extra (``pip install 'avtoolkit[analysis]'``).
 """
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.signal
 import torch
 from torch import Tensor
+
+from avtoolkit.utils.imports import lazy_import
 
 __all__ = [
     "DescriptorRow",
@@ -82,73 +91,29 @@ class HarmonicAnalysis:
     """Frame-level result of :func:`harmonic_analysis` for ``B`` signals (the flattened leading dims).
 
     Attributes:
-        f0: ``(B, T)`` fundamental frequency per frame in Hz (YIN estimate; meaningful where ``used``).
-        aperiodicity: ``(B, T)`` YIN's cumulative-mean-normalised difference at the chosen period (0 =
-            perfectly periodic).
-        energies: ``(B, T, K)`` spectral energy in the band around each harmonic ``k·f0``, ``k = 1..K``
-            (0 where the band does not fit below Nyquist).
-        available: ``(B, T, K)`` whether harmonic ``k``'s band fits below Nyquist.
-        used: ``(B, T)`` the frames that enter the HCR: energetic, voiced, with enough harmonics available.
-        hcr: ``(B,)`` the aggregated harmonic concentration ratio (NaN where no frame is used).
+        f0: ``(B, T)`` pyin's fundamental frequency per frame in Hz (on its grid of 1/10 semitone); NaN where
+            pyin's path is unvoiced.
+        voiced_probability: ``(B, T)`` pyin's probability that the frame is voiced.
+        voiced: ``(B, T)`` the frames that enter ``E_i``: voiced on pyin's path with ``voiced_probability`` at
+            least ``min_voiced_probability``.
+        energies: ``(B, T, N)`` energy ``E_i(t)`` in the band around harmonic ``i·f0(t)``, ``i = 1..N``, scaled so
+            that a steady partial ``a·sin(2π i f0 t)`` gives its mean power ``a²/2``; 0 for harmonics at or above
+            Nyquist, NaN where ``f0`` is NaN.
+        mean_energies: ``(B, N)`` the average energy ``E_i`` over the ``voiced`` frames (NaN where there is none).
+        hcr: ``(B,)`` ``Σ_i (1/i)·E_i / Σ_i E_i`` (NaN where no frame is voiced).
         frame_times: ``(T,)`` centre of each frame in seconds.
     """
 
     f0: Tensor
-    aperiodicity: Tensor
+    voiced_probability: Tensor
+    voiced: Tensor
     energies: Tensor
-    available: Tensor
-    used: Tensor
+    mean_energies: Tensor
     hcr: Tensor
     frame_times: Tensor
 
 
-_LAG_OVERSAMPLING = 4  # YIN lags on a grid of 1/4 sample (see _yin)
-
-
-def _yin(frames: Tensor, tau_min: int, tau_max: int, trough_threshold: float) -> tuple[Tensor, Tensor]:
-    """YIN (de Cheveigné & Kawahara 2002) on ``(T, W)`` frames: sub-sample period (samples) and aperiodicity.
-
-    Difference function ``d(τ) = Σ_{j<Wi} (x_j − x_{j+τ})²`` over an integration window of
-    ``Wi = W − tau_max − 1`` samples, cumulative-mean normalisation ``d'(τ) = d(τ) / mean_{0<u≤τ} d(u)``, the
-    first local minimum below ``trough_threshold`` in ``[tau_min, tau_max]`` (else the deepest one there),
-    parabolic interpolation around it.
-
-    Lags run on a grid of ``1/_LAG_OVERSAMPLING`` samples: at integer lags alone, a period that falls between
-    samples leaves high harmonics (near Nyquist) out of phase and ``d'`` at the true period well above the
-    threshold (equal harmonics of 600 Hz at 11025 Hz: 0.19), so YIN jumps an octave down. The cross term is
-    band-limited in τ and interpolated exactly (zero-padded spectrum); the energy term, a moving sum, linearly.
-    """
-    U = _LAG_OVERSAMPLING
-    W = frames.shape[1]
-    Wi = W - tau_max - 1
-    n = 1 << (W + Wi - 1).bit_length()
-    n_lags = U * (tau_max + 1) + 2  # fine lags 0 .. U·(tau_max + 1) + 1
-    spectrum = torch.fft.rfft(frames[:, :Wi], n).conj() * torch.fft.rfft(frames, n)
-    corr = torch.fft.irfft(spectrum, U * n)[:, :n_lags] * U  # Σ_{j<Wi} x_j x_{j+τ} at τ = i/U
-    c = torch.nn.functional.pad(frames.square().cumsum(-1), (1, 0))  # c[j] = Σ_{i<j} x_i²
-    lags = torch.arange(n_lags, dtype=frames.dtype, device=frames.device) / U
-    whole = lags.floor().long()
-    frac = lags - whole
-
-    def c_at(index: Tensor) -> Tensor:  # c linearly interpolated at whole + frac
-        return c[:, index] * (1 - frac) + c[:, (index + 1).clamp(max=W)] * frac
-
-    energy_tau = c_at(whole + Wi) - c_at(whole)  # Σ_{j<Wi} x_{j+τ}²
-    d = (energy_tau[:, :1] + energy_tau - 2 * corr).clamp_min(0)
-    cum = d[:, 1:].cumsum(-1)
-    steps = torch.arange(1, n_lags, dtype=frames.dtype, device=frames.device)
-    dn = torch.ones_like(d)
-    dn[:, 1:] = torch.where(cum > 0, d[:, 1:] * steps / cum.clamp_min(1e-300), torch.ones_like(cum))
-    # candidates τ in [tau_min, tau_max]: local minima below the threshold; the first one wins
-    inner = torch.arange(U * tau_min, U * tau_max + 1, device=frames.device)
-    dv = dn[:, inner]
-    local_min = (dv <= dn[:, inner - 1]) & (dv <= dn[:, inner + 1]) & (dv < trough_threshold)
-    first = torch.where(local_min.any(-1), local_min.int().argmax(-1), dv.argmin(-1))
-    index = inner[first]
-    y0, y1, y2 = (dn.gather(1, (index + o)[:, None])[:, 0] for o in (-1, 0, 1))
-    denom = y0 - 2 * y1 + y2
-    shift = torch.where(denom > 0, 0.5 * (y0 - y2) / denom.clamp_min(1e-300), torch.zeros_like(denom))
-    return (index + shift.clamp(-0.5, 0.5)) / U, y1.clamp(0, 1)
+_DEFAULT_FRAME_SECONDS = 2048 / 22050  # librosa.pyin's default frame (2048 samples at 22050 Hz), ≈ 92.9 ms
 
 
 def harmonic_analysis(
@@ -157,130 +122,134 @@ def harmonic_analysis(
     n_harmonics: int = 8,
     fmin: float = 40.0,
     fmax: float = 2100.0,
-    win_seconds: float = 0.1,
-    hop_seconds: float = 0.025,
+    frame_seconds: float = _DEFAULT_FRAME_SECONDS,
     band_fraction: float = 0.25,
-    trough_threshold: float = 0.1,
-    voicing_threshold: float = 0.25,
-    energy_floor_db: float = -40.0,
-    min_harmonics: int | None = None,
-    min_frames: int = 5,
+    min_voiced_probability: float = 0.1,
 ) -> HarmonicAnalysis:
-    """Per-frame f0 and harmonic energies, and the aggregated harmonic concentration ratio (HCR).
+    """f0 track, energy at each harmonic per frame, average energies ``E_i`` and the HCR, per signal.
 
-    Procedure (every choice is an argument):
+    Procedure. The HFRA paper (appendix A1) fixes steps 2, 5 and 6 (f0 by ``librosa.pyin``; the average energy
+    ``E_i`` at each of the first ``N = 8`` harmonics; ``HCR = Σ_i (1/i)·E_i / Σ_i E_i``); the rest is our
+    resolution of what it leaves open, and every important choice is an argument:
 
-    1. Frames of ``win_seconds`` (default 0.1 s) every ``hop_seconds`` (0.025 s), fully inside the signal (no
-       padding); the clip must be at least one frame long.
-    2. f0 per frame by YIN on the raw frame: difference function over ``win − 1/fmin`` seconds on a lag grid of
-       1/4 sample, cumulative-mean normalisation, the first local minimum below ``trough_threshold`` = 0.1 among
-       the periods of ``fmin..fmax`` = 40..2100 Hz (else the deepest one), parabolic interpolation. The value of
-       the normalised difference there is the frame's aperiodicity (0 = perfectly periodic).
-    3. A frame is *used* when it is energetic (energy ≥ ``energy_floor_db`` = −40 dB relative to the clip's
-       loudest frame), voiced (aperiodicity ≤ ``voicing_threshold`` = 0.25) and has at least ``min_harmonics``
-       harmonic bands below Nyquist (default: all ``n_harmonics``; at 11025 Hz 8 harmonics fit for
-       f0 ≲ 650 Hz, so compute the descriptor on full-rate audio where possible).
-    4. Power spectrum of the Hann-windowed frame (zero-padded to a power of two ≥ 4× the window). Harmonic k's
-       energy ``E_k`` is the sum of the power over the bins within ``k·f0 ± h`` (the partial and whatever noise
-       lies in the band), with half-width
-       ``h = clamp(max(band_fraction·f0, 2/win_seconds), max=f0/2)``: a quarter of the harmonic spacing by
-       default, never narrower than the Hann main lobe (±2 bins of the unpadded window, so a steady partial is
-       captured whole) and never wider than half the spacing (bands never overlap).
-    5. ``HCR = Σ_t E_1(t) / Σ_t Σ_k E_k(t)`` over used frames and available harmonics, which is the mean of the
-       per-frame ratios ``E_1 / Σ_k E_k`` weighted by each frame's harmonic energy ``Σ_k E_k``. Gain invariant.
-       Undefined (NaN) when fewer than ``min_frames`` frames are used: a handful of frames would not describe
-       the clip (e.g. a flute at 11025 Hz, whose notes above ~650 Hz have fewer than 8 harmonics below Nyquist).
+    1. (ours) Frames of ``frame_seconds`` (default librosa's 2048 samples at 22050 Hz, ≈ 92.9 ms; rounded to
+       samples at ``sample_rate``), hop a quarter frame (librosa's default), centred on ``t·hop`` with zero
+       padding at both ends (librosa's ``center=True``). The frame must hold two periods of ``fmin`` and the
+       clip one frame.
+    2. (paper) ``f0, voiced_flag, voiced_prob = librosa.pyin(x, fmin=fmin, fmax=fmax, sr=sample_rate,
+       frame_length=..., hop_length=...)`` with librosa's other defaults. (ours) ``fmin..fmax`` =
+       40..2100 Hz spans the instruments of MUSIC (tuba to flute, C7 ≈ 2093 Hz). pyin searches integer lags
+       (with parabolic refinement): at a low sample rate, a tone with strong harmonics near Nyquist and a period
+       between samples can be tracked at a subharmonic (8 equal harmonics of 600 Hz at 11025 Hz: 200 Hz), so
+       compute the descriptor on full-rate audio where possible.
+    3. (ours) Frames used: voiced on pyin's Viterbi path *and* ``voiced_prob ≥ min_voiced_probability`` (0.1).
+       pyin's path alone marks most frames of white noise voiced near ``fmin``, each at voiced probability
+       ≈ 0.01; steady tones get 0.24 (40 Hz: pyin's difference function is shallow at periods that long for
+       the frame) to ≈ 0.95 (a few hundred Hz), so the gate drops noise and keeps low notes.
+    4. (ours) ``E_i(t)``, the energy at harmonic ``i`` in frame ``t``: the power spectrum of the Hann-windowed
+       frame (DFT of the frame length, the frames pyin analysed) summed over the bins in
+       ``[i·f0 − h, i·f0 + h)``, with ``h = min(max(band_fraction·f0, 2·sr/frame), f0/2)``: a quarter of the
+       harmonic spacing by default, never narrower than the Hann main lobe (± 2 bins, so a steady partial is
+       captured whole however it falls between bins, and pyin's f0 grid of 1/10 semitone, i.e. up to 2.3 % of
+       f0 at the 8th harmonic, stays inside the band) and never wider than half the spacing (bands never
+       overlap). A band sum, not the spectrum's value at ``i·f0``: that would depend on where the partial falls
+       between bins (Hann's scalloping loss, up to 1.4 dB). Scaled by ``2 / (frame · Σ w²)`` so a steady partial
+       ``a·sin`` gives its mean power ``a²/2``. A harmonic at or above Nyquist has no energy in the recording:
+       ``E_i(t) = 0``, so a high note at a low sample rate is described by the harmonics it has.
+    5. (paper, "average energy") ``E_i`` = mean of ``E_i(t)`` over the used frames: energies are averaged first,
+       then the ratio is taken once per clip (loud frames weigh more than quiet ones).
+    6. (paper) ``HCR = Σ_{i=1..N} (1/i)·E_i / Σ_{i=1..N} E_i``. Gain invariant. (ours) NaN when no frame is used
+       (noise, unpitched percussion) or the harmonic bands hold no energy.
 
     Args:
         waveform: ``(L,)`` or ``(..., L)`` real samples.
         sample_rate: Hz.
-        n_harmonics: K, the number of harmonics (the paper: 8).
-        fmin: Lowest f0 searched (Hz); ``win_seconds`` must cover at least two of its periods.
-        fmax: Highest f0 searched (Hz).
-        win_seconds: Frame length.
-        hop_seconds: Frame hop.
+        n_harmonics: N, the number of harmonics (the paper: 8).
+        fmin: Lowest f0 for pyin (Hz); ``frame_seconds`` must cover two of its periods.
+        fmax: Highest f0 for pyin (Hz), at most Nyquist.
+        frame_seconds: Frame length (pyin's ``frame_length`` and the DFT size, in seconds).
         band_fraction: Band half-width as a fraction of f0 (see step 4), in (0, 0.5].
-        trough_threshold: YIN's absolute threshold for choosing the period.
-        voicing_threshold: Frames whose aperiodicity exceeds this are unvoiced (not used).
-        energy_floor_db: Frames quieter than this relative to the loudest frame are not used.
-        min_harmonics: Fewest harmonic bands that must fit below Nyquist for a frame to be used (``None``: all
-            ``n_harmonics``).
-        min_frames: Fewest used frames for the HCR to be defined.
+        min_voiced_probability: Frames whose pyin voiced probability is below this are not used (step 3); 0
+            keeps every frame on pyin's voiced path.
 
     Returns:
         A :class:`HarmonicAnalysis` with the leading dims of ``waveform`` flattened to ``B``.
 
     Raises:
-        ValueError: bad arguments, a clip shorter than one frame, or a silent clip.
+        ValueError: bad arguments, a clip shorter than one frame, or a silent (all-zero) clip.
+        MissingDependencyError: librosa is not installed (the ``analysis`` extra).
     """
     x = _check_waveform(waveform)
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if n_harmonics < 1:
         raise ValueError(f"n_harmonics must be >= 1, got {n_harmonics}")
-    if min_harmonics is None:
-        min_harmonics = n_harmonics
-    if not 1 <= min_harmonics <= n_harmonics:
-        raise ValueError(f"min_harmonics must be in [1, n_harmonics={n_harmonics}], got {min_harmonics}")
-    if not 0 < fmin < fmax < sample_rate / 2:
-        raise ValueError(f"need 0 < fmin < fmax < sample_rate/2, got fmin={fmin}, fmax={fmax}, sr={sample_rate}")
-    if min_frames < 1:
-        raise ValueError(f"min_frames must be >= 1, got {min_frames}")
+    if not 0 < fmin < fmax <= sample_rate / 2:
+        raise ValueError(f"need 0 < fmin < fmax <= sample_rate/2, got fmin={fmin}, fmax={fmax}, sr={sample_rate}")
     if not 0 < band_fraction <= 0.5:
         raise ValueError(f"band_fraction must be in (0, 0.5], got {band_fraction}")
-    W = round(win_seconds * sample_rate)
-    hop = max(1, round(hop_seconds * sample_rate))
-    tau_min, tau_max = max(2, math.floor(sample_rate / fmax)), math.ceil(sample_rate / fmin)
-    if 2 * tau_max > W:
-        raise ValueError(f"win_seconds={win_seconds} must cover two periods of fmin={fmin} Hz ({2 / fmin:.4f} s)")
-    L = x.shape[-1]
-    if L < W:
-        raise ValueError(f"clip too short: {L} samples, need at least one frame of {W} ({win_seconds} s)")
+    if not 0 <= min_voiced_probability <= 1:
+        raise ValueError(f"min_voiced_probability must be in [0, 1], got {min_voiced_probability}")
+    frame = round(frame_seconds * sample_rate)
+    if sample_rate / fmin >= frame // 2:
+        raise ValueError(
+            f"frame_seconds={frame_seconds} must cover two periods of fmin={fmin} Hz (more than {2 / fmin:.4f} s)"
+        )
+    length = x.shape[-1]
+    if length < frame:
+        raise ValueError(f"clip too short: {length} samples, need at least one frame of {frame} ({frame_seconds} s)")
     lead = x.shape[:-1]
-    flat = x.reshape(-1, L)
+    flat = x.reshape(-1, length)
     silent = (flat == 0).all(-1)
     if silent.any():
         raise _silent_error(silent.reshape(lead), "harmonic_complexity")
+    librosa = lazy_import("librosa", "analysis")
 
-    n_fft = 1 << (4 * W - 1).bit_length()
-    window = torch.hann_window(W, periodic=False, dtype=torch.float64, device=x.device)
-    freq_step = sample_rate / n_fft
-    n_bins = n_fft // 2 + 1
-    k = torch.arange(1, n_harmonics + 1, dtype=torch.float64, device=x.device)
-    main_lobe = 2.0 / win_seconds
-    out: dict[str, list[Tensor]] = {name: [] for name in ("f0", "ap", "energies", "available", "used", "hcr")}
-    for signal in flat:
-        frames = signal.unfold(-1, W, hop)  # (T, W)
-        period, aperiodicity = _yin(frames, tau_min, tau_max, trough_threshold)
-        f0 = sample_rate / period
-        power = torch.fft.rfft(frames * window, n_fft).abs().square()  # (T, F)
-        cum = torch.nn.functional.pad(power.cumsum(-1), (1, 0))  # cum[j] = Σ_{bins < j}
-        half = torch.clamp(torch.maximum(band_fraction * f0, torch.full_like(f0, main_lobe)), max=f0 / 2)[:, None]
-        centre = f0[:, None] * k  # (T, K)
-        lo = torch.ceil((centre - half) / freq_step).clamp(0, n_bins).long()
-        hi = torch.floor((centre + half) / freq_step).clamp(-1, n_bins - 1).long()
-        energies = (cum.gather(1, hi + 1) - cum.gather(1, lo)).clamp_min(0)
-        available = centre + half <= sample_rate / 2
-        energies = torch.where(available, energies, torch.zeros_like(energies))
-        frame_energy = frames.square().sum(-1)
-        energetic = frame_energy >= frame_energy.max() * 10 ** (energy_floor_db / 10)
-        used = energetic & (aperiodicity <= voicing_threshold) & (available.sum(-1) >= min_harmonics)
-        used = used & (energies.sum(-1) > 0)
-        total = energies[used].sum()
-        defined = int(used.sum()) >= min_frames and total > 0
-        hcr = energies[used][:, 0].sum() / total if defined else torch.tensor(math.nan, dtype=torch.float64)
-        for name, value in zip(out, (f0, aperiodicity, energies, available, used, hcr.to(x.device)), strict=True):
-            out[name].append(value)
-    T = out["f0"][0].shape[0]
-    times = (torch.arange(T, dtype=torch.float64) * hop + W / 2) / sample_rate
+    y = flat.cpu().numpy()
+    hop = frame // 4
+    f0, voiced_flag, voiced_prob = librosa.pyin(
+        y, fmin=fmin, fmax=fmax, sr=sample_rate, frame_length=frame, hop_length=hop, center=True, pad_mode="constant"
+    )  # (B, T) each
+    # the frames pyin analysed (centre = True: frame t is centred on sample t·hop, zeros beyond the ends)
+    padded = np.pad(y, [(0, 0), (frame // 2, frame // 2)])
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame, axis=-1)[:, ::hop]  # (B, T, frame)
+    if frames.shape[:2] != f0.shape:  # pragma: no cover - guards the alignment with pyin's framing
+        raise RuntimeError(f"frames {frames.shape[:2]} do not match pyin's {f0.shape}")
+    window = scipy.signal.get_window("hann", frame)  # periodic Hann, as librosa's STFT
+    power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2 * (2 / (frame * np.sum(window**2)))  # (B, T, F)
+    cum = np.concatenate([np.zeros((*power.shape[:2], 1)), np.cumsum(power, axis=-1)], axis=-1)  # Σ_{bins < j}
+    n_bins = power.shape[-1]
+    bin_hz = sample_rate / frame
+    harmonic = np.arange(1, n_harmonics + 1, dtype=np.float64)
+    pitched = np.isfinite(f0)
+    f0_safe = np.where(pitched, f0, fmin)[..., None]  # (B, T, 1); NaN frames are masked out below
+    half = np.minimum(np.maximum(band_fraction * f0_safe, 2 * bin_hz), f0_safe / 2)
+    centre = f0_safe * harmonic  # (B, T, N)
+    lo = np.clip(np.ceil((centre - half) / bin_hz), 0, n_bins).astype(np.int64)
+    hi = np.clip(np.ceil((centre + half) / bin_hz), 0, n_bins).astype(np.int64)  # exclusive
+    energies = np.take_along_axis(cum, hi, -1) - np.take_along_axis(cum, lo, -1)
+    energies = np.where(centre < sample_rate / 2, np.maximum(energies, 0.0), 0.0)
+    energies = np.where(pitched[..., None], energies, np.nan)
+
+    used = voiced_flag & pitched & (voiced_prob >= min_voiced_probability)  # (B, T)
+    count = used.sum(-1)
+    mean_energies = np.where(used[..., None], energies, 0.0).sum(1) / np.maximum(count, 1)[:, None]  # (B, N)
+    mean_energies[count == 0] = np.nan
+    total = mean_energies.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hcr = np.where(total > 0, (mean_energies / harmonic).sum(-1) / total, np.nan)
+
+    def out(a: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(x.device)
+
     return HarmonicAnalysis(
-        f0=torch.stack(out["f0"]),
-        aperiodicity=torch.stack(out["ap"]),
-        energies=torch.stack(out["energies"]),
-        available=torch.stack(out["available"]),
-        used=torch.stack(out["used"]),
-        hcr=torch.stack(out["hcr"]),
-        frame_times=times,
+        f0=out(f0.astype(np.float64)),
+        voiced_probability=out(voiced_prob.astype(np.float64)),
+        voiced=out(used),
+        energies=out(energies),
+        mean_energies=out(mean_energies),
+        hcr=out(hcr.astype(np.float64)),
+        frame_times=out(np.arange(f0.shape[-1]) * hop / sample_rate),
     )
 
 
@@ -290,45 +259,36 @@ def harmonic_complexity(
     n_harmonics: int = 8,
     fmin: float = 40.0,
     fmax: float = 2100.0,
-    win_seconds: float = 0.1,
-    hop_seconds: float = 0.025,
+    frame_seconds: float = _DEFAULT_FRAME_SECONDS,
     band_fraction: float = 0.25,
-    trough_threshold: float = 0.1,
-    voicing_threshold: float = 0.25,
-    energy_floor_db: float = -40.0,
-    min_harmonics: int | None = None,
-    min_frames: int = 5,
+    min_voiced_probability: float = 0.1,
 ) -> Tensor:
-    """Harmonic complexity ``1 − HCR`` over the first ``n_harmonics`` harmonics, per signal.
+    """Harmonic complexity ``1 − HCR``, ``HCR = Σ_{i=1..N} (1/i)·E_i / Σ_{i=1..N} E_i`` (HFRA, appendix A1).
 
-    ``HCR = Σ_t E_1(t) / Σ_t Σ_{k=1..K} E_k(t)``: the share of the harmonic energy that sits in the fundamental,
-    over the voiced, energetic frames (the energy-weighted mean of the per-frame ratios). A pure tone gives 0,
-    ``K`` equal-amplitude harmonics ``1 − 1/K`` (7/8 for K = 8), amplitudes ``a_k`` in general
-    ``1 − a_1² / Σ_k a_k²``. The f0 tracker, bands and frame selection are described in
-    :func:`harmonic_analysis`, which takes the same arguments and also returns the frame-level values.
+    ``E_i`` is the average energy at harmonic ``i·f0`` with ``f0`` from ``librosa.pyin``; the procedure, and
+    which of its details are the paper's and which are ours, is in :func:`harmonic_analysis` (same arguments;
+    it also returns the frame-level values). Steady harmonics of amplitudes ``a_i`` have ``E_i = a_i²/2``, so
+    ``HCR = Σ_i a_i²/i / Σ_i a_i²``: a pure tone gives complexity 0, equal energy in harmonics 1 and 2 gives
+    ``1 − (1 + 1/2)/2 = 0.25``, equal energy in all of the first 8 ``1 − (Σ_{i≤8} 1/i)/8 ≈ 0.660``. Larger
+    values mean more energy in higher harmonics; the maximum is ``1 − 1/N``.
 
     Args:
         waveform: ``(L,)`` or ``(..., L)`` real samples.
         sample_rate: Hz.
-        n_harmonics: K (the paper: 8).
+        n_harmonics: N (the paper: 8).
         fmin: See :func:`harmonic_analysis`.
         fmax: See :func:`harmonic_analysis`.
-        win_seconds: See :func:`harmonic_analysis`.
-        hop_seconds: See :func:`harmonic_analysis`.
+        frame_seconds: See :func:`harmonic_analysis`.
         band_fraction: See :func:`harmonic_analysis`.
-        trough_threshold: See :func:`harmonic_analysis`.
-        voicing_threshold: See :func:`harmonic_analysis`.
-        energy_floor_db: See :func:`harmonic_analysis`.
-        min_harmonics: See :func:`harmonic_analysis`.
-        min_frames: See :func:`harmonic_analysis`.
+        min_voiced_probability: See :func:`harmonic_analysis`.
 
     Returns:
-        float64 tensor of shape ``waveform.shape[:-1]`` (0-d for one clip), values in [0, 1]; NaN for a clip
-        with fewer than ``min_frames`` usable (energetic, voiced, K harmonics below Nyquist) frames, e.g. noise,
-        most drums, or high notes at a low sample rate.
+        float64 tensor of shape ``waveform.shape[:-1]`` (0-d for one clip), values in ``[0, 1 − 1/N]``; NaN for
+        a clip without a voiced frame (e.g. noise, most drums).
 
     Raises:
-        ValueError: a silent clip, a clip shorter than one frame, or bad arguments.
+        ValueError: a silent (all-zero) clip, a clip shorter than one frame, or bad arguments.
+        MissingDependencyError: librosa is not installed (the ``analysis`` extra).
     """
     analysis = harmonic_analysis(
         waveform,
@@ -336,14 +296,9 @@ def harmonic_complexity(
         n_harmonics=n_harmonics,
         fmin=fmin,
         fmax=fmax,
-        win_seconds=win_seconds,
-        hop_seconds=hop_seconds,
+        frame_seconds=frame_seconds,
         band_fraction=band_fraction,
-        trough_threshold=trough_threshold,
-        voicing_threshold=voicing_threshold,
-        energy_floor_db=energy_floor_db,
-        min_harmonics=min_harmonics,
-        min_frames=min_frames,
+        min_voiced_probability=min_voiced_probability,
     )
     return (1 - analysis.hcr).reshape(waveform.shape[:-1])
 
@@ -359,8 +314,8 @@ class DescriptorRow:
         amplitude_ratio_std: Its standard deviation.
         harmonic_complexity_mean: Mean of :func:`harmonic_complexity` over the clips where it is defined.
         harmonic_complexity_std: Its standard deviation.
-        n_undefined: Clips whose harmonic complexity is undefined (too few voiced frames with all harmonics below
-            Nyquist, see :func:`harmonic_analysis`), left out of its mean and std.
+        n_undefined: Clips whose harmonic complexity is undefined (no voiced frame, see :func:`harmonic_analysis`),
+            left out of its mean and std.
     """
 
     name: str
@@ -387,15 +342,23 @@ def descriptor_table(
     waveforms_by_class: Mapping[str, Sequence[Tensor]],
     sample_rate: int,
     n_harmonics: int = 8,
-    min_harmonics: int | None = None,
+    fmin: float = 40.0,
+    fmax: float = 2100.0,
+    frame_seconds: float = _DEFAULT_FRAME_SECONDS,
+    band_fraction: float = 0.25,
+    min_voiced_probability: float = 0.1,
 ) -> list[DescriptorRow]:
-    """Amplitude ratio and harmonic complexity per class (mean ± std over the class's clips).
+    """Amplitude ratio and harmonic complexity per class (mean ± std over the class's clips, as HFRA appendix A1).
 
     Args:
         waveforms_by_class: Class name → its clips, each a 1-D waveform (lengths may differ).
         sample_rate: Hz.
-        n_harmonics: K for :func:`harmonic_complexity`.
-        min_harmonics: See :func:`harmonic_analysis`.
+        n_harmonics: N for :func:`harmonic_complexity`.
+        fmin: See :func:`harmonic_analysis`.
+        fmax: See :func:`harmonic_analysis`.
+        frame_seconds: See :func:`harmonic_analysis`.
+        band_fraction: See :func:`harmonic_analysis`.
+        min_voiced_probability: See :func:`harmonic_analysis`.
 
     Returns:
         One :class:`DescriptorRow` per class, in the mapping's order.
@@ -413,9 +376,17 @@ def descriptor_table(
                 raise ValueError(f"class {name!r}, clip {i}: expected a 1-D waveform, got {tuple(clip.shape)}")
             try:
                 ratios.append(float(amplitude_ratio(clip)))
-                complexities.append(
-                    float(harmonic_complexity(clip, sample_rate, n_harmonics, min_harmonics=min_harmonics))
+                complexity = harmonic_complexity(
+                    clip,
+                    sample_rate,
+                    n_harmonics,
+                    fmin=fmin,
+                    fmax=fmax,
+                    frame_seconds=frame_seconds,
+                    band_fraction=band_fraction,
+                    min_voiced_probability=min_voiced_probability,
                 )
+                complexities.append(float(complexity))
             except ValueError as err:
                 raise ValueError(f"class {name!r}, clip {i}: {err}") from err
         ar_mean, ar_std = _mean_std(ratios)
