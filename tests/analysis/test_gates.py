@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from avtoolkit.analysis.gates import GateRecorder, compare_gates, corrupt_frames, gate_statistics
+from avtoolkit.fusion.gating import GatedFusion
 
 # (n=2 clips, N=2 slots, 2 values each)
 GATES = torch.tensor([[[0.2, 0.4], [0.6, 0.8]], [[1.0, 0.0], [0.5, 0.5]]])
@@ -99,8 +100,7 @@ def test_gate_recorder_hooks_a_module():
 
 
 def test_gate_recorder_on_the_dgfm():
-    gating = pytest.importorskip("avtoolkit.fusion.gating")
-    fusion = gating.GatedFusion(4, 6)
+    fusion = GatedFusion(4, 6)
     with GateRecorder(fusion) as recorder:
         fusion(torch.randn(2, 4, 8, 8), torch.randn(2, 3, 6))
     # the gate convolution starts at zero: σ = sigmoid(0) = 0.5 everywhere, (2 clips × 3 sources × 4 × 8 × 8)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from avtoolkit.data.audio import read_audio
 from avtoolkit.data.batch import FRAMES, LABELS, MIXTURE, MIXTURE_EMB, SOURCES, VISUAL_EMB
 from avtoolkit.data.errors import DatasetError
 from avtoolkit.data.mixing import MixAndSeparate
@@ -31,7 +32,6 @@ def test_evaluation_samples_are_fixed_and_centred(music_tree):
     assert all(torch.equal(first[k], again[k]) for k in first)
     clips = read_split(music_tree, "test")
     source = first[SOURCES][0] * 2  # divided by N = 2, no gain at evaluation
-    from avtoolkit.data.audio import read_audio
 
     start = (clips[1].n_samples - WINDOW) // 2
     assert torch.allclose(source, read_audio(clips[1].audio, clips[1].sample_rate, start, WINDOW))
@@ -44,8 +44,23 @@ def test_training_samples_vary_and_follow_the_torch_seed(music_tree):
     torch.manual_seed(0)
     assert torch.equal(a, data[0][MIXTURE])
     assert not torch.equal(data[0][MIXTURE], data[0][MIXTURE])
-    gains = torch.stack([data[0][SOURCES][0].abs().max() for _ in range(20)])
-    assert gains.std() > 0  # random gain U(0.5, 1.5)
+
+
+def test_training_sources_carry_their_random_gain(music_tree):
+    data = dataset(music_tree)
+    clips = read_split(music_tree, "train")
+    measured = []
+    for seed in range(12):
+        recipe = data.recipe(0, (seed, 0))
+        sources = data[(0, seed, 0)][SOURCES]
+        for n, (i, start) in enumerate(zip(recipe.clips, recipe.starts, strict=True)):
+            raw = read_audio(clips[i].audio, clips[i].sample_rate, start, WINDOW)  # the window, unscaled
+            loud = raw.abs() > 1e-3
+            gain = float((sources[n][loud] * 2 / raw[loud]).median())  # sources = clamp(raw · gain) / N, N = 2
+            assert gain == pytest.approx(recipe.gains[n], rel=1e-4)
+            measured.append(gain)
+    assert 0.5 <= min(measured) and max(measured) <= 1.5  # U(0.5, 1.5)
+    assert max(measured) - min(measured) > 0.5  # and really drawn: 24 draws span most of the range
 
 
 def test_three_sources_all_of_different_classes(music_tree):

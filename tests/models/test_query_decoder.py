@@ -1,5 +1,3 @@
-import time
-
 import pytest
 import torch
 
@@ -134,20 +132,6 @@ def test_clear_errors():
         tiny(decoder_layers=0)
 
 
-def test_tiny_configuration_runs_in_milliseconds():
-    torch.manual_seed(0)
-    dec = tiny().eval()
-    a, v, s = inputs(B=2, N=2, h=8, w=8, F=32, T=32)
-    with torch.no_grad():
-        dec(a, v, s)
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            dec(a, v, s)
-            times.append(time.perf_counter() - start)
-    assert min(times) < 0.05, times
-
-
 def test_per_source_features_and_pixels():
     """After a per-source fusion each source has its own token map and pixel features (DGFNet)."""
     torch.manual_seed(0)
@@ -161,7 +145,16 @@ def test_per_source_features_and_pixels():
     perm = torch.tensor([2, 0, 1])
     permuted = dec(audio[:, perm], visual[:, perm], pixels[:, perm])
     torch.testing.assert_close(permuted, out[:, perm], atol=1e-5, rtol=1e-5)
-    # every query attends to all sources' tokens: changing source 2's tokens changes source 0's mask
+    # each query reads its own source's tokens only: changing source 2's tokens or picture leaves the others' masks
     changed = audio.clone()
     changed[:, 2] += 1.0
-    assert not torch.allclose(dec(changed, visual, pixels)[:, 0], out[:, 0])
+    other_picture = visual.clone()
+    other_picture[:, 2] = torch.randn(B, 12)
+    for audio_in, visual_in in ((changed, visual), (audio, other_picture)):
+        new = dec(audio_in, visual_in, pixels)
+        torch.testing.assert_close(new[:, :2], out[:, :2])
+        assert not torch.allclose(new[:, 2], out[:, 2])
+    # ... and each source's mask is its own one-source decoding
+    for n in range(N):
+        alone = dec(audio[:, n], visual[:, n : n + 1], pixels[:, n])
+        torch.testing.assert_close(alone[:, 0], out[:, n], atol=1e-5, rtol=1e-5)

@@ -1,4 +1,4 @@
-"""DGFNet: end-to-end audio-visual source separation with dynamic gating fusion (specs/separation.md).
+"""DGFNet: end-to-end audio-visual source separation with dynamic gating fusion.
 
 A U-Net decodes the mixture spectrogram with an EMA audio-attention block after each up level. At an
 intermediate level (256 × 32 × 32 after the 4th up level of the 7-level U-Net) the dynamic gating fusion
@@ -7,9 +7,10 @@ module mixes, per source, audio-visual and audio features by a learned gate σ:
     F_av = fuse(F_mid, tile(W_o · o)),  σ = sigmoid(conv1×1([F_mid; F_av])),  F = σ ⊙ F_av + (1 − σ) ⊙ F_mid
 
 and the rest of the decoder runs per source from F. A query-based audio-visual transformer decoder (iQuery
-style) turns each source's visual feature into a query over the fused audio tokens of all sources (so the
-queries also compete through self-attention); its mask embedding, dotted with that source's K-channel U-Net
-output, gives the source's mask. σ is returned by the gating module (hook
+style) turns each source's visual feature into a query over the tokens of *that source's* gated features (the
+gate is per source, so no query reads another source's map); its mask embedding, dotted with that source's
+K-channel U-Net output, gives the source's mask. Each source is thus decoded from its own picture and the mixture
+only. σ is returned by the gating module (hook
 ``model.gate`` to observe it: the analysis tools do).
 """
 
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from avtoolkit.data.batch import Batch
 from avtoolkit.fusion.gating import GatedFusion
-from avtoolkit.models.separation.base import SeparationModel, SeparationOutput, visual_standardizer, visual_vectors
+from avtoolkit.models.separation.base import SeparationModel, SeparationOutput, VisualStandardizer, visual_vectors
 from avtoolkit.models.separation.ema import ResidualEMA
 from avtoolkit.models.separation.query_decoder import AVQueryDecoder
 from avtoolkit.models.separation.unet import UNet
@@ -44,6 +45,8 @@ class DGFNet(SeparationModel):
         decoder_encoder_layers: Transformer encoder layers over the fused audio tokens.
         decoder_layers: Query decoder layers.
         visual_encoder: Computes visual features from frames when the batch has no ``visual_emb``.
+        standardize_visual: Standardise the visual vectors with statistics of the training clips' embeddings
+            (for frozen embeddings; see :class:`~avtoolkit.models.separation.base.VisualStandardizer`).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class DGFNet(SeparationModel):
         decoder_encoder_layers: int = 1,
         decoder_layers: int = 4,
         visual_encoder: nn.Module | None = None,
+        standardize_visual: bool = False,
     ) -> None:
         super().__init__()
         if not 0 < gate_level < unet_depth:
@@ -85,11 +89,11 @@ class DGFNet(SeparationModel):
             decoder_layers=decoder_layers,
         )
         self.visual_encoder = visual_encoder
-        self.visual_norm = visual_standardizer(visual_dim)
+        self.visual_norm = VisualStandardizer(visual_dim) if standardize_visual else None
 
     def forward(self, spectrogram: Tensor, batch: Batch) -> SeparationOutput:
         """``(B, 1, F, T)`` log-magnitude mixture + per-source visual input → ``(B, N, F, T)`` mask logits."""
-        visual = visual_vectors(batch, self.visual_encoder, self.visual_norm)  # (B, N, D), standardised
+        visual = visual_vectors(batch, self.visual_encoder, self.visual_norm)  # (B, N, D)
         B, N = visual.shape[:2]
         bottleneck, skips = self.unet.encode(spectrogram)
         fused: list[Tensor] = []
@@ -104,6 +108,6 @@ class DGFNet(SeparationModel):
             return features
 
         pixel_features = self.unet.decode(bottleneck, skips, after_level).unflatten(0, (B, N))  # (B, N, K, F, T)
-        # N source queries attend to the fused tokens of all sources; each masks its own pixel features.
+        # each source's query reads its own gated tokens and masks its own pixel features
         logits = self.decoder(fused[0].unflatten(0, (B, N)), visual, pixel_features)
         return SeparationOutput(mask_logits=logits)

@@ -1,8 +1,13 @@
 """Query-based audio-visual transformer decoder (iQuery, Chen et al., CVPR 2023; Mask2Former-style), DGFNet's head.
 
-specs/separation.md, "DGFNet": visual features initialise/offset the source's query; 1 encoder layer over the
-fused audio tokens with 2-D sine positions, 4 decoder layers (d 256, 8 heads, FFN 1024); a mask-embedding MLP
-whose output is dot-multiplied with the U-Net's 32-channel output gives the mask.
+DGFNet's head: visual features initialise/offset the source's query; 1 encoder layer over the fused audio tokens
+with 2-D sine positions, 4 decoder layers (d 256, 8 heads, FFN 1024); a mask-embedding MLP whose output is
+dot-multiplied with the U-Net's 32-channel output gives the mask.
+
+Two ways to feed the audio. A shared map ``(B, C, h, w)`` (e.g. the mixture's features): the N source queries
+read the same tokens and exchange information through self-attention. Per-source maps ``(B, N, C, h, w)`` (DGFNet,
+after its per-source gating fusion): each source's query is decoded on its own, from its own map's tokens, so no
+query reads another source's map or query and each source's mask depends on its own picture and the mixture only.
 
 Notation: ``A ∈ R^{C×h×w}`` the (fused) audio features, ``v_n ∈ R^D`` the visual feature of source n,
 ``S ∈ R^{K×F×T}`` the U-Net's per-pixel features (K = ``mask_channels``).
@@ -202,6 +207,11 @@ class AVQueryDecoder(nn.Module):
                 f"AVQueryDecoder built for mask_channels={self.mask_channels}, "
                 f"got pixel_features with {pixel_features.shape[-3]} channels"
             )
+        if audio_features.ndim == 5 and audio_features.shape[1] != visual.shape[1]:
+            raise ValueError(
+                f"AVQueryDecoder got per-source audio maps for {audio_features.shape[1]} sources but "
+                f"{visual.shape[1]} visual features"
+            )
         if not audio_features.shape[0] == visual.shape[0] == pixel_features.shape[0]:
             raise ValueError(
                 f"AVQueryDecoder batch sizes differ: audio {audio_features.shape[0]}, visual {visual.shape[0]}, "
@@ -211,14 +221,9 @@ class AVQueryDecoder(nn.Module):
     def encode_audio(self, audio_features: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, C, h, w)`` → encoded audio tokens ``M^(L_enc)`` ``(B, h·w, d)`` and their positions ``(h·w, d)``.
 
-        Per-source feature maps ``(B, N, C, h, w)`` (after a per-source fusion) are encoded map by map and then
-        concatenated into one memory ``(B, N·h·w, d)`` (positions repeated per map), so every source's query
-        attends to the evidence of all sources.
+        Per-source maps are decoded one source at a time (:meth:`decode_queries`): flatten them to ``(B·N, C, h, w)``
+        first.
         """
-        if audio_features.ndim == 5:
-            B, N = audio_features.shape[:2]
-            tokens, pos = self.encode_audio(audio_features.flatten(0, 1))
-            return tokens.reshape(B, N * tokens.shape[1], -1), pos.repeat(N, 1)
         h, w = audio_features.shape[-2:]
         tokens = self.audio_proj(audio_features).flatten(2).transpose(1, 2)  # M^(0): (B, hw, d), row-major
         pos = sine_positional_encoding_2d(h, w, self.dim, device=tokens.device, dtype=tokens.dtype)  # P
@@ -227,7 +232,15 @@ class AVQueryDecoder(nn.Module):
         return self.encoder_norm(tokens), pos
 
     def decode_queries(self, audio_features: Tensor, visual: Tensor) -> list[Tensor]:
-        """Every decoder layer's source queries, each ``(B, N, d)`` (last = final), before the final LayerNorm."""
+        """Every decoder layer's source queries, each ``(B, N, d)`` (last = final), before the final LayerNorm.
+
+        A shared map ``(B, C, h, w)`` is read by all N queries together; per-source maps ``(B, N, C, h, w)`` are each
+        read by their own source's query alone (decoded as B·N independent one-query problems).
+        """
+        if audio_features.ndim == 5:
+            B, N = visual.shape[:2]
+            states = self.decode_queries(audio_features.flatten(0, 1), visual.flatten(0, 1).unsqueeze(1))
+            return [state.view(B, N, -1) for state in states]
         memory, pos = self.encode_audio(audio_features)
         offset = self.visual_proj(visual)  # e_n = W_v v_n + b_v: (B, N, d)
         q = self.base_query + offset  # q_n^(0) = q_base + e_n
@@ -251,7 +264,7 @@ class AVQueryDecoder(nn.Module):
         """Mask logits after every decoder layer (deep supervision), each ``(B, N, F, T)``; the last is the output.
 
         Args:
-            audio_features: ``(B, C, h, w)`` (fused) audio feature map.
+            audio_features: ``(B, C, h, w)`` shared audio feature map, or per source ``(B, N, C, h, w)``.
             visual: ``(B, N, D)`` one visual feature per source.
             pixel_features: ``(B, K, F, T)`` per-pixel features (the U-Net output).
 
@@ -265,7 +278,8 @@ class AVQueryDecoder(nn.Module):
         """Per-source mask logits.
 
         Args:
-            audio_features: ``(B, C, h, w)`` (fused) audio feature map, e.g. the DGFM output.
+            audio_features: ``(B, C, h, w)`` shared audio feature map, or per source ``(B, N, C, h, w)`` (the DGFM
+                output: each query then reads its own source's map only).
             visual: ``(B, N, D)`` one visual feature per source; N may change from call to call.
             pixel_features: ``(B, K, F, T)`` per-pixel features (the U-Net's K-channel output).
 
