@@ -1,4 +1,8 @@
-"""The BSS Eval fast path against mir_eval: its regression data, real instrument audio, silent inputs."""
+"""The BSS Eval fast path against mir_eval: its regression data, real instrument audio, silent inputs.
+
+Real instrument audio is rendered with FluidSynth: without it (or without a General MIDI soundfont) those tests
+fail with what to install (``make test`` installs it); ``AVTOOLKIT_ALLOW_MISSING_FLUIDSYNTH=1`` skips them.
+"""
 
 import json
 import math

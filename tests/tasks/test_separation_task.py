@@ -1,5 +1,8 @@
+import json
+
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Trainer
 
 from avtoolkit.callbacks import SeparationReport
@@ -110,6 +113,93 @@ def test_fit_validate_test_and_report(music_tree, tmp_path):
     assert set(results) >= {"test/sdr", "test/sir", "test/sar", "test/sdr_mix", "test/sdri", "test/loss"}
     text = (tmp_path / "report" / "report.md").read_text()
     assert "SDRi" in text and "| accordion |" in text
+    assert "Protocol: `default`" in text and results["test/protocol/default"] == 1
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["protocol"] == "default"
     assert (tmp_path / "report" / "spectrograms.png").stat().st_size > 10_000
     assert len(list((tmp_path / "report" / "audio").glob("*.wav"))) == 2 * 5
     assert abs(results["test/sdri"] - (results["test/sdr"] - results["test/sdr_mix"])) < 1e-4
+
+
+@pytest.mark.parametrize("protocol", ["default", "sound_of_pixels", "iquery", "clipsep"])
+def test_protocol_reaches_the_validation_and_test_metrics(protocol):
+    masks = {"sound_of_pixels": ("binary", 0.5), "iquery": ("ratio", None)}.get(protocol, ("binary", None))
+    task = tiny_task(protocol=protocol, mask=masks[0], mask_threshold=masks[1])
+    assert task.val_metrics.protocol == task.test_metrics.protocol == protocol
+    assert task.hparams["protocol"] == protocol
+
+
+@pytest.mark.parametrize(
+    ("protocol", "mask", "mask_threshold"),
+    [
+        ("sound_of_pixels", "binary", None),  # Sound of Pixels thresholds its binary masks at 0.5
+        ("sound_of_pixels", "binary", 0.4),
+        ("sound_of_pixels", "ratio", 0.5),
+        ("iquery", "binary", None),  # iQuery evaluates soft ratio masks
+        ("iquery", "ratio", 0.5),
+        ("clipsep", "binary", 0.5),  # CLIPSep evaluates soft masks
+    ],
+)
+def test_a_protocol_refuses_the_masks_its_evaluation_did_not_use(protocol, mask, mask_threshold):
+    with pytest.raises(ValueError, match=rf"protocol '{protocol}' evaluates .*mask_threshold="):
+        tiny_task(protocol=protocol, mask=mask, mask_threshold=mask_threshold)
+
+
+def test_the_command_line_selects_the_protocol_and_the_report_names_it(music_tree, tmp_path, capsys):
+    from avtoolkit.cli import lightning_cli, main
+    from test_cli import tiny_config
+
+    config = tiny_config(tmp_path, music_tree)
+    parsed = yaml.safe_load(config.read_text())
+    parsed["model"]["init_args"]["mask_threshold"] = None  # soft masks, as CLIPSep evaluates them
+    config.write_text(yaml.safe_dump(parsed))
+    args = ["--config", str(config), "--model.init_args.protocol", "clipsep"]
+    cli = lightning_cli([*args, "--trainer.logger", "false"], run=False)
+    assert cli.model.val_metrics.protocol == cli.model.test_metrics.protocol == "clipsep"
+    main(["test", *args])
+    printed = capsys.readouterr().out
+    assert "test/protocol/clipsep" in printed  # the results table Lightning prints
+    report = tmp_path / "report"
+    assert "Protocol: `clipsep`" in (report / "report.md").read_text()
+    assert " ± " in (report / "report.md").read_text()  # CLIPSep reports mean ± SEM
+    summary = json.loads((report / "metrics.json").read_text())
+    assert summary["protocol"] == "clipsep" and summary["n_clips"] == 3
+    logged = next(tmp_path.rglob("metrics.csv")).read_text()
+    assert "test/protocol/clipsep" in logged.splitlines()[0]
+
+
+def test_fit_standardises_frozen_embeddings_with_the_training_clips_statistics(music_tree, tmp_path):
+    from avtoolkit.models.encoders.clip import CLIPImageEncoder
+    from avtoolkit.models.separation.hfra import CLIPSep
+
+    with pytest.warns(UserWarning, match="random weights"):
+        encoder = CLIPImageEncoder("ViT-S-32")  # random weights: the statistics, not the features, are tested
+    datamodule = SeparationDataModule(
+        music_tree,
+        window=L,
+        frames_per_source=1,
+        image_size=32,
+        visual_encoder=encoder,
+        cache_dir=tmp_path,
+        batch_size=2,
+        num_workers=0,
+    )
+    network = CLIPSep(
+        "late",
+        visual_dim=384,
+        channels=4,
+        unet_depth=3,
+        unet_base_channels=4,
+        unet_max_channels=8,
+        standardize_visual=True,
+    )
+    task = AVSeparationTask(network, n_fft=126, hop_length=64, warp_bins=32)
+    assert network.visual_norm is not None and not bool(network.visual_norm.fitted)
+    trainer = Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False)
+    trainer.fit(task, datamodule)
+    training = datamodule.training_visual_embeddings().double()  # every embedded frame of the training clips
+    assert bool(network.visual_norm.fitted)
+    torch.testing.assert_close(network.visual_norm.mean, training.mean(0).float())
+    torch.testing.assert_close(network.visual_norm.std, training.var(0, unbiased=False).add(1e-5).sqrt().float())
+    plain = SeparationDataModule(music_tree, window=L, frames_per_source=1, image_size=32, batch_size=2, num_workers=0)
+    with pytest.raises(ValueError, match="standardize_visual needs frozen visual embeddings"):
+        plain.training_visual_embeddings()

@@ -13,6 +13,7 @@ from torch import Tensor
 from avtoolkit.analysis.per_class import per_class_sdr
 from avtoolkit.data.audio import Spectrogram
 from avtoolkit.data.batch import LABELS, MIXTURE, SOURCES
+from avtoolkit.metrics.separation import PROTOCOLS
 from avtoolkit.tasks.separation import AVSeparationTask
 from avtoolkit.utils.files import atomic_path
 
@@ -20,9 +21,10 @@ from avtoolkit.utils.files import atomic_path
 class SeparationReport(Callback):
     """Write ``report.md``, ``metrics.json``, ``spectrograms.png`` and wavs of a few test mixtures.
 
-    Works with any logger (or none), on rank zero. Needs an
-    :class:`~avtoolkit.tasks.separation.AVSeparationTask` and a datamodule with ``sample_rate`` (and, for class
-    names, ``class_names``).
+    Both ``report.md`` and ``metrics.json`` (key ``"protocol"``) name the evaluation protocol of the task's test
+    metrics (``default``, ``sound_of_pixels``, ``iquery`` or ``clipsep``). Works with any logger (or none), on
+    rank zero. Needs an :class:`~avtoolkit.tasks.separation.AVSeparationTask` and a datamodule with
+    ``sample_rate`` (and, for class names, ``class_names``).
 
     Args:
         dirpath: Report folder (replaced atomically at the end of each test run).
@@ -65,6 +67,7 @@ class SeparationReport(Callback):
         """Write the report (runs before the task logs and resets its metrics)."""
         if not isinstance(pl_module, AVSeparationTask):
             raise TypeError(f"SeparationReport needs an AVSeparationTask, got {type(pl_module).__name__}")
+        protocol = pl_module.test_metrics.protocol
         summary = {name: float(value) for name, value in pl_module.test_metrics.compute().items()}
         per_clip = pl_module.test_metrics.per_clip()
         if not trainer.is_global_zero:
@@ -74,11 +77,11 @@ class SeparationReport(Callback):
         class_names = list(getattr(datamodule, "class_names", []))
         with atomic_path(self.dirpath) as tmp:
             tmp.mkdir(parents=True)
-            (tmp / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+            (tmp / "metrics.json").write_text(json.dumps({"protocol": protocol, **summary}, indent=2) + "\n")
             self._write_audio(tmp / "audio", sample_rate, class_names)
             self._write_figure(tmp / "spectrograms.png", pl_module.spectrogram, sample_rate, class_names)
             (tmp / "report.md").write_text(
-                self._markdown(summary, per_clip, class_names, type(pl_module.model).__name__)
+                self._markdown(summary, per_clip, class_names, type(pl_module.model).__name__, protocol)
             )
         print(f"Separation report written to {self.dirpath.resolve()}/report.md")
 
@@ -145,28 +148,41 @@ class SeparationReport(Callback):
         plt.close(fig)
 
     def _markdown(
-        self, summary: dict[str, float], per_clip: dict[str, Tensor], class_names: list[str], model_name: str
+        self,
+        summary: dict[str, float],
+        per_clip: dict[str, Tensor],
+        class_names: list[str],
+        model_name: str,
+        protocol: str,
     ) -> str:
+        silent = "scored at the floor" if protocol == "default" else "their mixtures skipped"
+        if protocol == "clipsep":  # reported as mean ± SEM
+            model = " | ".join(f"{summary[k]:.2f} ± {summary[k + '_sem']:.2f}" for k in ("sdr", "sir", "sar"))
+        else:
+            model = " | ".join(f"{summary[k]:.2f}" for k in ("sdr", "sir", "sar"))
         lines = [
             "# Separation report",
             "",
+            f"Protocol: `{protocol}` ({PROTOCOLS[protocol]}).",
+            "",
             f"Model: `{model_name}`; test mixtures: {int(summary['n_clips'])} "
-            f"(skipped with a silent reference: {int(summary['n_skipped_silent_ref'])}; silent estimates scored at "
-            f"the floor: {int(summary['n_silent_est'])}).",
+            f"(skipped with a silent reference: {int(summary['n_skipped_silent_ref'])}; silent estimates, "
+            f"{silent}: {int(summary['n_silent_est'])}).",
             "",
             "| | SDR (dB) | SIR (dB) | SAR (dB) |",
             "|---|---:|---:|---:|",
-            f"| model | {summary['sdr']:.2f} | {summary['sir']:.2f} | {summary['sar']:.2f} |",
+            f"| model | {model} |",
             f"| mixture (no separation) | {summary['sdr_mix']:.2f} | {summary['sir_mix']:.2f} | ∞ |",
             f"| **improvement (SDRi)** | **{summary['sdri']:+.2f}** | | |",
             "",
-            f"Median SDR {summary['sdr_median']:.2f} dB; SDR standard error {summary['sdr_sem']:.2f} dB. "
-            "Means over sources per mixture, then over mixtures (BSS Eval v3, as mir_eval computes it).",
+            f"Median SDR {summary['sdr_median']:.2f} dB; SDR standard error {summary['sdr_sem']:.2f} dB "
+            "(BSS Eval v3, as mir_eval computes it).",
             "",
         ]
         rows = per_class_sdr(per_clip, class_names) if class_names else []
         if rows:
-            lines += ["## Per class", "", "| class | sources | SDR (dB) | SDRi (dB) |", "|---|---:|---:|---:|"]
+            lines += ["## Per class", "", "Every source of the evaluated mixtures.", ""]
+            lines += ["| class | sources | SDR (dB) | SDRi (dB) |", "|---|---:|---:|---:|"]
             lines += [f"| {r.name} | {r.n_sources} | {r.sdr:.2f} | {r.sdri:+.2f} |" for r in rows]
             lines.append("")
         lines += [

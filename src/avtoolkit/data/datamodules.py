@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
@@ -198,6 +199,23 @@ class SeparationDataModule(BaseAVDataModule):
     def class_names(self) -> tuple[str, ...]:
         """Class names; ``LABELS`` index into them."""
         return class_names(self.root)
+
+    def training_visual_embeddings(self) -> Tensor:
+        """Every cached frame embedding of the training clips, ``(n, D)`` float32 (fills missing cache entries).
+
+        What a model standardises its frozen visual vectors with (mean and spread over the training clips).
+
+        Raises:
+            ValueError: the datamodule has no ``visual_encoder``, so there are no frozen embeddings.
+        """
+        if self.frame_cache is None:
+            raise ValueError(
+                "standardize_visual needs frozen visual embeddings: give the datamodule a visual_encoder "
+                "(e.g. data.init_args.visual_encoder: CLIPImageEncoder), or set the model's standardize_visual: false"
+            )
+        clips = read_split(self.root, "train", self.sample_rate, self.fps)
+        self.frame_cache.ensure(clips, _default_device(), progress=False)
+        return torch.from_numpy(np.concatenate([self.frame_cache.load(clip) for clip in clips]))
 
     def _mixtures(self, split: Split, with_embeddings: bool) -> MixAndSeparate:
         train = split == "train"

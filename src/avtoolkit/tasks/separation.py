@@ -1,4 +1,4 @@
-"""Audio-visual source separation by mix-and-separate (Sound-of-Pixels lineage, specs/separation.md)."""
+"""Audio-visual source separation by mix-and-separate (Sound-of-Pixels lineage)."""
 
 from typing import Literal
 
@@ -10,12 +10,18 @@ from torch import Tensor
 from avtoolkit.data.audio import Spectrogram
 from avtoolkit.data.batch import LABELS, MIXTURE, SOURCES, Batch
 from avtoolkit.losses.masks import mask_weight, weighted_bce, weighted_l1
-from avtoolkit.metrics.separation import SeparationMetrics
-from avtoolkit.models.separation.base import SeparationModel, SeparationOutput
+from avtoolkit.metrics.separation import SeparationMetrics, SeparationProtocol
+from avtoolkit.models.separation.base import SeparationModel, SeparationOutput, VisualStandardizer
 from avtoolkit.tasks.base import BaseAVTask
 
 _EPS = 1e-10
 _RATIO_MAX = 5.0
+# What each compat protocol's evaluation does with the masks: the mask kinds it accepts, the threshold, in words.
+_PROTOCOL_MASKS: dict[str, tuple[tuple[str, ...], float | None, str]] = {
+    "sound_of_pixels": (("binary",), 0.5, "binary masks thresholded at 0.5"),
+    "iquery": (("ratio",), None, "soft ratio masks"),
+    "clipsep": (("binary", "ratio"), None, "soft masks"),
+}
 
 
 class AVSeparationTask(BaseAVTask):
@@ -35,6 +41,15 @@ class AVSeparationTask(BaseAVTask):
             clamped to [0, 5], weighted L1, softplus: a ReLU output dies at zero masks and cannot recover).
         mask_threshold: Binarise predicted masks at this value at evaluation (Sound of Pixels: 0.5); ``None``
             keeps soft masks.
+        protocol: How validation and test clips are scored and averaged (see
+            :class:`~avtoolkit.metrics.separation.SeparationMetrics`): "default" (mean over sources, then over
+            mixtures; silent estimates scored at a floor), "sound_of_pixels" (mean of per-batch means, mixtures
+            with a silent signal skipped), "iquery" (the same averaging), "clipsep" (the first, queried source of
+            each mixture only; mean ± SEM). A compat protocol also fixes how its authors' evaluation made the
+            masks, and the task refuses a conflicting ``mask``/``mask_threshold`` rather than change them:
+            "sound_of_pixels" needs ``mask="binary"`` and ``mask_threshold=0.5``, "iquery" ``mask="ratio"`` and
+            ``mask_threshold=None`` (soft ratio masks), "clipsep" ``mask_threshold=None`` (soft masks, either
+            kind). The test results name it: ``test/protocol/<name>`` is logged as 1.
         val_backend: BSS Eval implementation during validation ("fast": batched torch).
         test_backend: BSS Eval implementation during testing ("mir_eval": the exact reference).
         optimizer: Optimiser factory.
@@ -53,6 +68,7 @@ class AVSeparationTask(BaseAVTask):
         warp_bins: int | None = 256,
         mask: Literal["binary", "ratio"] = "binary",
         mask_threshold: float | None = None,
+        protocol: SeparationProtocol = "default",
         val_backend: Literal["fast", "mir_eval"] = "fast",
         test_backend: Literal["fast", "mir_eval"] = "mir_eval",
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -62,10 +78,12 @@ class AVSeparationTask(BaseAVTask):
         super().__init__(optimizer, lr_scheduler, lr_scheduler_interval)
         self.model = model
         self.spectrogram = Spectrogram(n_fft, hop_length, warp_bins)
+        check_protocol_masks(protocol, mask, mask_threshold)
         self.mask = mask
         self.mask_threshold = mask_threshold
-        self.val_metrics = SeparationMetrics(backend=val_backend)
-        self.test_metrics = SeparationMetrics(backend=test_backend)
+        self.protocol = protocol
+        self.val_metrics = SeparationMetrics(backend=val_backend, protocol=protocol)
+        self.test_metrics = SeparationMetrics(backend=test_backend, protocol=protocol)
 
     # -- the shared forward pass -----------------------------------------------------------------------------
 
@@ -123,6 +141,25 @@ class AVSeparationTask(BaseAVTask):
 
     # -- Lightning hooks -------------------------------------------------------------------------------------
 
+    def on_fit_start(self) -> None:
+        """Fit the network's visual standardisers (if any, and not restored from a checkpoint) on the training clips.
+
+        The statistics come from the datamodule's frozen embeddings of the training clips
+        (``training_visual_embeddings()``), once, and are saved with the network.
+        """
+        standardizers = [m for m in self.model.modules() if isinstance(m, VisualStandardizer) and not bool(m.fitted)]
+        if not standardizers:
+            return
+        source = getattr(self.trainer, "datamodule", None)
+        if source is None or not hasattr(source, "training_visual_embeddings"):
+            raise ValueError(
+                "the model standardises its visual vectors (standardize_visual: true) but the trainer has no "
+                "datamodule with training_visual_embeddings(); use SeparationDataModule with a visual_encoder"
+            )
+        embeddings = source.training_visual_embeddings()
+        for standardizer in standardizers:
+            standardizer.fit(embeddings.to(standardizer.mean.device))
+
     def forward(self, batch: Batch) -> Tensor:
         """Separated waveforms ``(B, N, L)`` for a batch (mixture + per-source visual inputs)."""
         output, spectra = self._separate(batch)
@@ -157,6 +194,28 @@ class AVSeparationTask(BaseAVTask):
         """Loss and exact BSS Eval; returns the estimates for report callbacks."""
         return {"estimates": self._evaluate(batch, "test")}
 
+    def on_test_epoch_end(self) -> None:
+        """Log the dataset-level test metrics, and ``test/protocol/<name>`` = 1 so that the results name it."""
+        super().on_test_epoch_end()
+        self.log(f"test/protocol/{self.protocol}", 1.0)
+
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Separated waveforms ``(B, N, L)``."""
         return self(batch)
+
+
+def check_protocol_masks(protocol: str, mask: str, mask_threshold: float | None) -> None:
+    """Refuse a mask set-up that a compat protocol's evaluation did not use.
+
+    Raises:
+        ValueError: Naming the ``mask`` and ``mask_threshold`` the protocol needs.
+    """
+    if protocol not in _PROTOCOL_MASKS:
+        return
+    kinds, threshold, what = _PROTOCOL_MASKS[protocol]
+    if mask not in kinds or mask_threshold != threshold:
+        needed = f"mask={kinds[0]!r}" if len(kinds) == 1 else f"mask in {kinds}"
+        raise ValueError(
+            f"protocol {protocol!r} evaluates {what}: set {needed} and mask_threshold={threshold} "
+            f"(got mask={mask!r}, mask_threshold={mask_threshold})"
+        )

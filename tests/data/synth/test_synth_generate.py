@@ -3,7 +3,6 @@
 import csv
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -207,12 +206,10 @@ def test_same_seed_same_files_whatever_the_workers(tiny, tmp_path):
     assert (again / "manifest.json").read_bytes() == (tiny["s4"] / "manifest.json").read_bytes()
 
 
-def test_rerun_with_the_same_parameters_is_a_fast_no_op(tiny):
+def test_rerun_with_the_same_parameters_is_a_no_op(tiny):
     root = tiny["avss"]
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
-    start = time.perf_counter()
     assert generate("avss", root, size="tiny", workers=1, progress=False) == root
-    assert time.perf_counter() - start < 2.0
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
 
 
