@@ -1,5 +1,5 @@
-"""The one error type for bad input data."""
+"""The one error type for bad input data (see :mod:`avtoolkit.errors`)."""
 
+from avtoolkit.errors import DatasetError
 
-class DatasetError(ValueError):
-    """Bad or missing input data. The message names the file, field or option and how to fix it."""
+__all__ = ["DatasetError"]
