@@ -21,6 +21,7 @@ import yaml
 from avtoolkit.cli import lightning_cli
 from avtoolkit.data.batch import AUDIO, FRAMES, MASK_VALID, MASKS, MIXTURE, MIXTURE_EMB, SOURCES, VISUAL_EMB
 from avtoolkit.fusion.scmc import SCMC
+from avtoolkit.models.separation.base import VisualStandardizer
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 SEGMENTATION_DATA = CONFIGS / "data" / "s4.yaml"
@@ -136,6 +137,9 @@ def test_every_parameter_of_every_shipped_network_learns(name, tmp_path):
     task.train()
     num_classes = getattr(task.model, "num_classes", 1)
     batch = batch_for(task, segmentation, num_classes)
+    for module in task.modules():  # what fit does from the training clips' frozen embeddings
+        if isinstance(module, VisualStandardizer):
+            module.fit(torch.randn(64, module.mean.numel(), generator=torch.Generator().manual_seed(1)))
     optimizer = task.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     task.training_step(batch, 0).backward()
