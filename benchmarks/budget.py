@@ -45,8 +45,9 @@ def budgeted_run(
     before_fit: Callable[[LightningModule, LightningDataModule], None] | None = None,
     steps: int | None = None,
 ) -> tuple[LightningModule, LightningDataModule, dict[str, Any]]:
-    """Train ``configs/experiment/{quickstart}.yaml`` for ``minutes`` (wall clock) or ``steps`` (optimiser steps)
-    into ``workdir/name``; load its best checkpoint.
+    """Train ``configs/experiment/{quickstart}.yaml`` into ``workdir/name`` for a budget; load its best checkpoint.
+
+    The budget is ``minutes`` of wall clock or ``steps`` optimiser steps (exactly one of them).
 
     The config's first callback must be the ModelCheckpoint (``filename: best``). ``edit`` changes the config
     (a dict) before it is built; ``before_fit`` runs on the built task and datamodule, before training or reuse.

@@ -1,11 +1,19 @@
 import math
+import re
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from avtoolkit.data.audio import Spectrogram, VGGishLogMel, audio_info, read_audio, vggish_mel_matrix
+from avtoolkit.data.audio import (
+    Spectrogram,
+    VGGishLogMel,
+    audio_info,
+    nonfinite_samples,
+    read_audio,
+    vggish_mel_matrix,
+)
 from avtoolkit.data.errors import DatasetError
 
 
@@ -113,3 +121,37 @@ def test_vggish_log_mel_fills_windows_past_the_real_length():
     assert torch.equal(repeated[1, :3], repeated[0, :3])
     zeroed = VGGishLogMel(5, pad="zero")(padded, lengths)
     assert torch.all(zeroed[1, 3:] == 0) and torch.equal(zeroed[1, :3], repeated[1, :3])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_read_audio_refuses_non_finite_samples_naming_the_file(tmp_path, value):
+    path = tmp_path / "broken.wav"
+    samples = np.full((800, 2), 0.25, dtype=np.float32)
+    samples[300, 1] = value  # one channel of one sample
+    sf.write(path, samples, 8000, subtype="FLOAT")
+    message = (
+        f"{path} has non-finite samples (NaN or infinity), the first read at 0.04 s (sample 300): losses and metrics "
+        "would be NaN. Re-create the file (re-run the preparation of this clip) or remove the clip; `avtoolkit data "
+        "check` lists every such file."
+    )
+    with pytest.raises(DatasetError) as error:
+        read_audio(path, 8000, 100, 400)
+    assert str(error.value) == message
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        read_audio(path, 8000, 0, 1000, pad=True)
+    # only the samples read are checked: windows that leave the sample out read as usual
+    assert torch.equal(read_audio(path, 8000, 0, 300), torch.full((300,), 0.25))
+    assert torch.equal(read_audio(path, 8000, 301), torch.full((499,), 0.25))
+
+
+def test_nonfinite_samples_counts_and_skips_integer_encodings(tmp_path):
+    path = tmp_path / "float.wav"
+    samples = np.zeros(5000, dtype=np.float32)
+    samples[[1200, 4999]] = np.nan
+    sf.write(path, samples, 8000, subtype="FLOAT")
+    assert nonfinite_samples(path, block=1000) == (2, 1200)
+    pcm = tmp_path / "pcm.wav"
+    sf.write(pcm, np.zeros(5000, dtype=np.float32), 8000, subtype="PCM_16")
+    assert nonfinite_samples(pcm) == (0, None)
+    with pytest.raises(DatasetError, match=r"not found: .*missing\.wav"):
+        nonfinite_samples(tmp_path / "missing.wav")

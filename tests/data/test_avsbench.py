@@ -1,10 +1,12 @@
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from fixtures.break_trees import paint_mask, put_nonfinite
 from fixtures.make_avsbench import (
     AVSS_CLASSES,
     AVSS_COLOURS,
@@ -279,3 +281,70 @@ def test_unknown_colour_fails_at_getitem_naming_file_colour_and_count(tmp_path):
     with pytest.raises(DatasetError, match=rf"RGB\(1, 2, 3\) × {UNKNOWN_PIXELS} pixels") as error:
         dataset[index]
     assert broken["unknown_colour"] in str(error.value)
+
+
+@pytest.mark.parametrize("layout", DATASETS)
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_audio_fails_at_getitem_naming_the_wav(tmp_path, layout, value):
+    make, dataset_class = DATASETS[layout]
+    make(tmp_path)
+    dataset = dataset_class(tmp_path, "train", image_size=SIZE)
+    wav = dataset.clips[1].audio
+    put_nonfinite(wav, 1.5, value)
+    with pytest.raises(DatasetError) as error:
+        dataset[1]
+    assert str(error.value) == (
+        f"{wav} has non-finite samples (NaN or infinity), the first read at 1.50 s (sample 24000): losses and metrics "
+        "would be NaN. Re-create the file (re-run the preparation of this clip) or remove the clip; `avtoolkit data "
+        "check` lists every such file."
+    )
+    assert torch.isfinite(dataset[0][batch.WAVEFORM]).all()  # the other clips read as before
+
+
+def test_mask_values_besides_0_and_255_are_read_at_128_with_a_counted_warning(tmp_path):
+    make_s4(tmp_path)
+    dataset = S4Dataset(tmp_path, "val", image_size=32)  # native size: exact comparison
+    masks = [mask for clip in dataset.clips for mask in clip.masks if mask is not None]
+    assert len(masks) == 10
+    expected = []
+    for i, mask in enumerate(masks):
+        paint_mask(mask, 3, (slice(0, 6), slice(0, 6)))  # e.g. a label index instead of 255
+        paint_mask(mask, 200 if i % 2 else 100, (slice(26, 32), slice(26, 32)))
+        expected.append(torch.from_numpy(np.array(Image.open(mask)) >= 128).long())
+    with warnings.catch_warnings(record=True) as recorded:
+        warnings.simplefilter("always", UserWarning)
+
+        def caught():
+            return [str(w.message) for w in recorded if w.category is UserWarning]
+
+        first = dataset[0]
+        assert caught() == [
+            f"{masks[0]}: mask values 3, 100 besides 0 and 255 (values from 128 are read as foreground, lower ones as "
+            "background, as AVSBench's loaders do; e.g. a 0/1 mask reads as empty). Further such masks of the 'val' "
+            "split are counted, not named one by one. Re-export the masks with 0 for background and 255 for the "
+            f"sounding objects; `avtoolkit data check` on the tree of {tmp_path / 's4_meta_data.csv'} lists every "
+            "such mask (an error there)."
+        ]
+        dataset[0]  # the same files again: counted once, no new warning
+        assert len(caught()) == 1 and dataset.odd_masks == masks[:5]
+        second = dataset[1]
+        assert len(caught()) == 2 and dataset.odd_masks == masks
+        assert caught()[1] == (
+            f"10 masks of the 'val' split with values besides 0 and 255 read so far in this process (first: "
+            f"{masks[0]}, {masks[1]}, {masks[2]}, ...); values from 128 are read as foreground, lower ones as "
+            "background, as AVSBench's loaders do. Re-export the masks with 0 for background and 255 for the "
+            f"sounding objects; `avtoolkit data check` on the tree of {tmp_path / 's4_meta_data.csv'} lists every "
+            "such mask (an error there)."
+        )
+    assert torch.equal(torch.cat([first[batch.MASKS], second[batch.MASKS]]), torch.stack(expected))
+    assert not first[batch.MASKS][0, :6, :6].any() and first[batch.MASKS][1, 26:, 26:].all()
+
+
+def test_binary_masks_read_without_a_warning(trees):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        for layout, dataset_class in (("s4", S4Dataset), ("ms3", MS3Dataset)):
+            dataset = dataset_class(trees / layout, "test", image_size=SIZE)
+            for i in range(len(dataset)):
+                dataset[i]
+            assert dataset.odd_masks == []

@@ -5,11 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from fixtures.break_trees import copy_tree, make_empty, paint_mask, put_nonfinite, truncate_wav, write_not_a_picture
 from fixtures.make_avsbench import make_avss, make_ms3, make_s4, write_binary_mask, write_frame
 from fixtures.make_music import make_music
 from PIL import Image
 
 from avtoolkit.data import check
+from avtoolkit.data.avsbench import avsbench_clips
 from avtoolkit.data.check import CheckReport, check_tree
 
 MAKERS = {
@@ -24,6 +26,7 @@ COUNTS = {
     "avss": {"train": 4, "val": 3, "test": 3},
     "music": {"train": 6, "val": 3, "test": 3},
 }
+METADATA_FILES = {"s4": "s4_meta_data.csv", "ms3": "ms3_meta_data.csv", "avss": "metadata.csv"}
 RESTORE = "restore it, or remove the clip's row from"
 REBALANCE = "Rebalance the splits if this is not intended."
 
@@ -215,12 +218,12 @@ def test_mask_problems(tmp_path):
     Image.fromarray(soft).save(masks[0])
     Image.fromarray(np.zeros((16, 32), dtype=np.uint8)).save(masks[1])
     report = check_tree(tmp_path, "s4")
-    assert [(p.severity, p.file) for p in report.problems[2:]] == [  # after the two category warnings
-        ("warning", str(masks[0])),
-        ("error", str(masks[1])),
-    ]
-    assert report.problems[2].message == "values 128 besides 0/255; the readers binarise with > 0."
-    assert report.problems[3].message.startswith("mask is 32×16 but its frame")
+    assert [(p.severity, p.file) for p in report.errors] == [("error", str(masks[0])), ("error", str(masks[1]))]
+    assert report.errors[0].message.startswith(
+        "values 128 besides 0 and 255 (16 pixels): masks must be binary. The readers take values from 128 as "
+        "foreground and lower ones as background (as AVSBench's loaders do)"
+    )
+    assert report.errors[1].message.startswith("mask is 32×16 but its frame")
 
 
 def test_ms3_masks_audio_and_unused_files(tmp_path):
@@ -229,20 +232,22 @@ def test_ms3_masks_audio_and_unused_files(tmp_path):
     train, val, test = rows[0]["name"], rows[3]["name"], rows[5]["name"]
     masks = tmp_path / "ms3_data" / "gt_masks"
     soft = np.zeros((32, 32), dtype=np.uint8)
-    soft[2:6, 2:6] = 1  # a 0/1 mask: binarised with > 0, worth a look
+    soft[2:6, 2:6] = 1  # a 0/1 mask: read as empty (threshold 128), an error
     Image.fromarray(soft).save(masks / "train" / train / f"{train}_3.png")
     write_binary_mask(masks / "val" / val / f"{val}_6.png", np.random.default_rng(1))  # MS3: 5 masks
     short = tmp_path / "ms3_data" / "audio_wav" / "test" / f"{test}.wav"
     sf.write(short, np.zeros((16000 * 3, 2), dtype=np.float32), 16000)  # stereo is fine in AVSBench; short is not
     report = check_tree(tmp_path, "ms3")
-    assert report.ok
+    assert not report.ok
     assert_problems(
         report,
         [
             (
-                "warning",
+                "error",
                 f"ms3_data/gt_masks/train/{train}/{train}_3.png",
-                "values 1 besides 0/255; the readers binarise with > 0.",
+                "values 1 besides 0 and 255 (16 pixels): masks must be binary. The readers take values from 128 as "
+                "foreground and lower ones as background (as AVSBench's loaders do), so e.g. a 0/1 mask reads as "
+                "empty. Re-export the mask with 0 for background and 255 for the sounding objects.",
             ),
             (
                 "warning",
@@ -468,3 +473,107 @@ def test_cli_exits_0_on_warnings_only(tmp_path, capsys):
     make_s4(tmp_path)
     main(["data", "check", "s4", str(tmp_path)])
     assert capsys.readouterr().out.startswith(f"s4 dataset at {tmp_path}: OK (0 errors, 2 warnings)\n")
+
+
+# Bad input never passes silently: each case is a broken copy of a tiny tree, checked as a user would
+# (`avtoolkit data check LAYOUT ROOT`), with the exit status and the report line that names the file.
+
+
+def run_check(capsys, layout, root):
+    """``avtoolkit data check`` as the user runs it: (exit status, printed report)."""
+    from avtoolkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "check", layout, str(root)])
+    return exit_info.value.code, capsys.readouterr().out
+
+
+def first_train_audio(root, layout):
+    if layout == "music":
+        return root / metadata(root / "train.csv")[0]["audio"]
+    return next(clip.audio for clip in avsbench_clips(root, layout) if clip.split == "train")
+
+
+@pytest.mark.parametrize("layout", MAKERS)
+def test_cli_check_fails_on_nan_samples_naming_the_wav(tmp_path, capsys, layout):
+    MAKERS[layout](tmp_path)
+    wav = first_train_audio(tmp_path, layout)
+    index = put_nonfinite(wav, 0.5)
+    code, out = run_check(capsys, layout, tmp_path)
+    assert code == 1
+    fix = (
+        "re-run the preparation of this clip, or remove the row."
+        if layout == "music"
+        else f"re-create it, or remove the clip's row from {METADATA_FILES[layout]}."
+    )
+    rate = 11025 if layout == "music" else 16000
+    assert index == round(0.5 * rate)
+    assert (
+        f"\n  {wav.relative_to(tmp_path)}: 1 non-finite sample (NaN or infinity), the first at 0.50 s (sample "
+        f"{index}): the readers refuse the file, as losses and metrics would be NaN; {fix}\n"
+    ) in out
+    assert out.startswith(f"{layout} dataset at {tmp_path}: FAILED (1 error, ")
+
+
+def test_every_non_finite_sample_is_counted(tmp_path):
+    make_music(tmp_path, seconds=2.0)
+    wav = first_train_audio(tmp_path, "music")
+    put_nonfinite(wav, 1.5, float("inf"))
+    put_nonfinite(wav, 0.25, float("-inf"))
+    put_nonfinite(wav, 1.0)
+    (problem,) = check_tree(tmp_path, "music").errors
+    assert problem.file == str(wav)
+    assert problem.message.startswith("3 non-finite samples (NaN or infinity), the first at 0.25 s (sample 2756): ")
+
+
+def test_cli_check_fails_on_empty_and_unreadable_frames(tmp_path, capsys):
+    make_music(tmp_path, seconds=2.0)
+    row = metadata(tmp_path / "train.csv")[0]
+    frames = tmp_path / row["frames"]
+    make_empty(frames / "000003.jpg")
+    make_empty(frames / "000009.jpg")
+    write_not_a_picture(frames / "000005.jpg")
+    code, out = run_check(capsys, "music", tmp_path)
+    assert code == 1
+    assert out.startswith(f"music dataset at {tmp_path}: FAILED (2 errors, 0 warnings)\n")
+    assert (
+        f"\n  {row['frames']}: 2 empty frame files (0 bytes) among the 16 that train.csv line 2 lists (000003.jpg, "
+        "000009.jpg); re-run the preparation of this clip (the readers fail on them).\n"
+    ) in out
+    assert (
+        f"\n  {row['frames']}: 1 frame file of the 16 that train.csv line 2 lists cannot be read as a picture "
+        f"(000005.jpg: cannot identify image file '{row['frames']}/000005.jpg'); re-run the preparation of this clip "
+        "(the readers fail on them).\n"
+    ) in out
+
+
+@pytest.mark.parametrize(("layout", "value"), [("s4", 3), ("ms3", 1), ("s4", 200)])
+def test_cli_check_fails_on_mask_values_besides_0_and_255(tmp_path, capsys, layout, value):
+    MAKERS[layout](tmp_path)
+    clip = next(clip for clip in avsbench_clips(tmp_path, layout) if clip.split == "val")
+    mask = clip.masks[1]
+    assert mask is not None
+    n = paint_mask(mask, value)
+    code, out = run_check(capsys, layout, tmp_path)
+    assert code == 1
+    assert out.startswith(f"{layout} dataset at {tmp_path}: FAILED (1 error, ")
+    assert (
+        f"\n  {mask.relative_to(tmp_path)}: values {value} besides 0 and 255 ({n} pixels): masks must be binary. The "
+        "readers take values from 128 as foreground and lower ones as background (as AVSBench's loaders do), so e.g. "
+        "a 0/1 mask reads as empty. Re-export the mask with 0 for background and 255 for the sounding objects.\n"
+    ) in out
+
+
+def test_cli_check_says_a_truncated_wav_is_shorter_than_its_frames(tmp_path, capsys, music_tree):
+    root = copy_tree(music_tree, tmp_path / "music")
+    row = metadata(root / "train.csv")[0]
+    truncate_wav(root / row["audio"], 2.0)  # 6.5 s of frames
+    code, out = run_check(capsys, "music", root)
+    assert code == 1
+    assert out.startswith(f"music dataset at {root}: FAILED (1 error, 0 warnings)\n")
+    assert out.endswith(
+        f"\nerrors:\n  train.csv line 2: {row['audio']} is 2.0 s long but its 52 frames cover 6.5 s at 8 fps: the "
+        "audio is shorter than its frames (a truncated file?). Re-extract the audio (re-run the preparation of this "
+        "clip) or drop the clip. (If every clip is reported so, the frames were extracted at a higher rate than 8 fps: "
+        "set fps to it.)\n"
+    )

@@ -3,6 +3,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from fixtures.break_trees import copy_tree, put_nonfinite
 
 from avtoolkit.data.audio import read_audio
 from avtoolkit.data.batch import FRAMES, LABELS, MIXTURE, MIXTURE_EMB, SOURCES, VISUAL_EMB
@@ -59,7 +60,7 @@ def test_training_sources_carry_their_random_gain(music_tree):
             gain = float((sources[n][loud] * 2 / raw[loud]).median())  # sources = clamp(raw · gain) / N, N = 2
             assert gain == pytest.approx(recipe.gains[n], rel=1e-4)
             measured.append(gain)
-    assert 0.5 <= min(measured) and max(measured) <= 1.5  # U(0.5, 1.5)
+    assert min(measured) >= 0.5 and max(measured) <= 1.5  # U(0.5, 1.5)
     assert max(measured) - min(measured) > 0.5  # and really drawn: 24 draws span most of the range
 
 
@@ -133,3 +134,18 @@ def test_embedding_lookups_replace_frames(music_tree):
     assert len(seen) == 2 and all(len(frames) == 3 for _, frames in seen)
     with pytest.raises(ValueError, match="set fixed_mixtures"):
         dataset(music_tree, mixture_embedding=lambda key: np.zeros(6, np.float32))
+
+
+def test_non_finite_audio_fails_naming_the_wav(music_tree, tmp_path):
+    root = copy_tree(music_tree, tmp_path / "music")
+    data = dataset(root, "val")
+    recipe = data.recipe(0)
+    wav = data.clips[recipe.clips[0]].audio
+    index = put_nonfinite(wav, (recipe.starts[0] + 100) / 11025)
+    with pytest.raises(DatasetError) as error:
+        data[0]
+    assert str(error.value) == (
+        f"{wav} has non-finite samples (NaN or infinity), the first read at {index / 11025:.2f} s (sample {index}): "
+        "losses and metrics would be NaN. Re-create the file (re-run the preparation of this clip) or remove the "
+        "clip; `avtoolkit data check` lists every such file."
+    )

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+from fixtures.break_trees import copy_tree, truncate_wav
 from fixtures.make_music import CLASSES, make_music
 
 from avtoolkit.data.errors import DatasetError
@@ -111,3 +112,18 @@ def test_frames_at_another_rate_are_caught(tmp_path):
 def test_sample_rate_is_configurable(tmp_path):
     make_music(tmp_path, seconds=SECONDS, sample_rate=16000)
     assert read_split(tmp_path, "val", sample_rate=16000)[0].n_samples == 32000
+
+
+def test_truncated_audio_is_reported_as_shorter_than_its_frames(music_tree, tmp_path):
+    root = copy_tree(music_tree, tmp_path / "music")
+    with open(root / "train.csv", newline="") as f:
+        audio = next(csv.DictReader(f))["audio"]
+    truncate_wav(root / audio, 2.5)  # its 52 frames cover 6.5 s
+    with pytest.raises(DatasetError) as error:
+        read_split(root, "train")
+    assert str(error.value) == (
+        f"{root / 'train.csv'} line 2: {root / audio} is 2.5 s long but its 52 frames cover 6.5 s at 8 fps: the audio "
+        "is shorter than its frames (a truncated file?). Re-extract the audio (re-run the preparation of this clip) "
+        "or drop the clip. (If every clip is reported so, the frames were extracted at a higher rate than 8 fps: set "
+        "fps to it.)"
+    )

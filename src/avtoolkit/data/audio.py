@@ -33,6 +33,38 @@ def audio_info(path: str | Path) -> tuple[int, int]:
     return int(info.samplerate), int(info.frames)
 
 
+_INTEGER_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ULAW", "ALAW"})
+"""Sample encodings that cannot hold NaN or infinity (FLAC reports these too)."""
+
+
+def nonfinite_samples(path: str | Path, block: int = 1 << 18) -> tuple[int, int | None]:
+    """Count the non-finite samples (NaN or infinity) of an audio file: ``(count, first sample index or None)``.
+
+    Integer encodings cannot hold them, so only files in other encodings (float wavs, compressed formats) are
+    decoded, in blocks of ``block`` samples; a sample with a non-finite value in any channel counts once.
+
+    Raises:
+        DatasetError: the file is missing or cannot be decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"audio file not found: {path}")
+    count, first, offset = 0, None, 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if f.subtype in _INTEGER_SUBTYPES:
+                return 0, None
+            for data in f.blocks(blocksize=block, dtype="float32", always_2d=True):
+                bad = ~np.isfinite(data).all(axis=1)
+                if bad.any():
+                    count += int(bad.sum())
+                    first = offset + int(np.flatnonzero(bad)[0]) if first is None else first
+                offset += data.shape[0]
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise DatasetError(f"cannot decode audio file {path}: {str(err).rstrip('.')}. Re-create or remove it.") from err
+    return count, first
+
+
 def read_audio(
     path: str | Path,
     sample_rate: int,
@@ -55,7 +87,8 @@ def read_audio(
         Tensor of shape ``(n_samples,)``.
 
     Raises:
-        DatasetError: missing or corrupt file, wrong sample rate, or a window past the end of the file.
+        DatasetError: missing or corrupt file, wrong sample rate, a window past the end of the file, or non-finite
+            samples (NaN or infinity, possible in float wavs) in the window read.
     """
     path = Path(path)
     if not path.is_file():
@@ -79,6 +112,13 @@ def read_audio(
             data = f.read(frames=min(count, max(total - start, 0)), dtype="float32", always_2d=True)
     except sf.LibsndfileError as err:
         raise DatasetError(f"cannot decode audio file {path}: {str(err).rstrip('.')}. Re-create or remove it.") from err
+    if not np.isfinite(data).all():
+        first = start + int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])
+        raise DatasetError(
+            f"{path} has non-finite samples (NaN or infinity), the first read at {first / sample_rate:.2f} s "
+            f"(sample {first}): losses and metrics would be NaN. Re-create the file (re-run the preparation of this "
+            "clip) or remove the clip; `avtoolkit data check` lists every such file."
+        )
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if mono.shape[0] < count:
         mono = np.pad(mono, (0, count - mono.shape[0]))

@@ -8,7 +8,8 @@ Each dataset returns tensor-only samples with the keys of :mod:`avtoolkit.data.b
   ``WAVEFORM_LENGTH`` says how many samples came from the file. The VGGish log-mel is computed on the device
   (:class:`avtoolkit.data.audio.VGGishLogMel`), which fills windows past that length as each benchmark does;
   with a log-mel cache the samples carry ``AUDIO`` instead (:class:`avtoolkit.data.features.CachedLogMel`).
-- ``MASKS`` int64 ``(T, S, S)``, resized nearest-neighbour: 0/1 for S4/MS3 (binarised with ``> 0``), class
+- ``MASKS`` int64 ``(T, S, S)``, resized nearest-neighbour: 0/1 for S4/MS3 (gray values from
+  :data:`MASK_THRESHOLD` = 128 are foreground; masks with other values than 0 and 255 are warned about), class
   indices ``0..C-1`` for AVSS (0 = background), decoded from ``labels_rgb`` with the VOC bit palette.
 - ``MASK_VALID`` bool ``(T,)``: frames that have a ground-truth mask. S4 train has only frame 1; AVSS v1s
   train only frame 0; padded AVSS frames are never valid. Frames without ground truth have all-zero masks.
@@ -17,13 +18,15 @@ Each dataset returns tensor-only samples with the keys of :mod:`avtoolkit.data.b
   valid masks (background excluded, smallest index on ties; 0 when only background is labelled).
 
 Construction reads the metadata and checks cheaply (path existence) that every file a clip needs is there;
-decoding problems surface in ``__getitem__`` with the file named. ``dataset.names[i]`` is the clip name of
-sample ``i`` and ``dataset.clips[i]`` where its files are. :mod:`avtoolkit.data.check` checks a whole tree
-more thoroughly (decoding masks, sample rates, leaks between splits).
+decoding problems (and non-finite audio samples) surface in ``__getitem__`` with the file named.
+``dataset.names[i]`` is the clip name of sample ``i`` and ``dataset.clips[i]`` where its files are.
+:mod:`avtoolkit.data.check` checks a whole tree more thoroughly (decoding masks, sample rates, non-finite samples,
+leaks between splits).
 """
 
 import csv
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -57,6 +60,18 @@ AVSS_LABELS = "label2idx.json"
 S4_COLUMNS = ("name", "category", "split")
 MS3_COLUMNS = ("name", "split")
 AVSS_COLUMNS = ("uid", "label", "split")
+
+MASK_THRESHOLD = 128
+"""S4/MS3 masks: gray values from this one are foreground, lower ones background.
+
+The published masks hold only 0 and 255. AVSBench's own loaders (``avs_scripts/avs_s4/dataloader.py`` and
+``avs_ms3/dataloader.py``) read them with PIL's ``convert("1")`` (S4: Floyd–Steinberg dithering around mid-grey, so a
+region of value ``v`` becomes about ``v / 255`` foreground) and ``convert("P")`` then ``/ 255`` (MS3: a soft target
+``v / 255``). A threshold at mid-grey is their deterministic, one-label-per-pixel equivalent (PIL's own threshold
+without dithering: values above 127 are white); 0/255 masks read the same under all three. So a stray value such as
+3 or a 0/1 mask is background, not foreground as ``> 0`` would make it."""
+ODD_MASK_REPORTS = (1, 10, 100, 1000, 10000)
+"""After how many distinct masks with values besides 0 and 255 a process warns (then every 10000 more)."""
 
 S4_FRAMES = 5
 """Frames of an S4/MS3 clip (one per second)."""
@@ -338,6 +353,9 @@ class _SegmentationDataset(Dataset[dict[str, Tensor]]):
         self.image_size = image_size
         self.n_samples = seconds * SAMPLE_RATE
         self.with_waveform = True  # read the audio; off when the log-mel comes from a cache (features.CachedLogMel)
+        self.metadata = metadata
+        self.odd_masks: list[Path] = []  # masks read in this process with values besides 0 and 255, in reading order
+        self._odd_mask_set: set[Path] = set()
 
     @property
     def names(self) -> list[str]:
@@ -369,8 +387,50 @@ class _SegmentationDataset(Dataset[dict[str, Tensor]]):
         return sample
 
     def _read_mask(self, path: Path) -> Tensor:
-        """Binary mask (``> 0``) as int64 ``(S, S)``."""
-        return (read_mask(path, self.image_size) > 0).long()
+        """Binary mask as int64 ``(S, S)``: 1 where the gray value is at least :data:`MASK_THRESHOLD` (128).
+
+        A mask with other values than 0 and 255 is read so, and counted in :attr:`odd_masks` (see
+        :meth:`_note_odd_mask` for the warnings).
+        """
+        mask = read_mask(path)
+        if not bool(((mask == 0) | (mask == 255)).all()):
+            self._note_odd_mask(path, mask)
+        return (resize_mask(mask, self.image_size) >= MASK_THRESHOLD).long()
+
+    def _note_odd_mask(self, path: Path, mask: Tensor) -> None:
+        """Count a mask with values besides 0 and 255, and warn on the first and after 10, 100, 1000 ... of them.
+
+        Counts are per process (each DataLoader worker holds its own copy of the dataset, kept across epochs by
+        persistent workers), so each process warns on its first such mask, naming it, then only with the running
+        count and the first few names; each file counts once. ``avtoolkit data check`` lists every such mask.
+        """
+        if path in self._odd_mask_set:
+            return
+        self._odd_mask_set.add(path)
+        self.odd_masks.append(path)
+        n = len(self.odd_masks)
+        if n not in ODD_MASK_REPORTS and n % ODD_MASK_REPORTS[-1]:
+            return
+        fix = (
+            f"Re-export the masks with 0 for background and 255 for the sounding objects; `avtoolkit data check` on "
+            f"the tree of {self.metadata} lists every such mask (an error there)."
+        )
+        how = f"values from {MASK_THRESHOLD} are read as foreground, lower ones as background, as AVSBench's loaders do"
+        if n == 1:
+            values = sorted(set(mask.unique().tolist()) - {0, 255})
+            shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
+            warnings.warn(
+                f"{path}: mask values {shown} besides 0 and 255 ({how}; e.g. a 0/1 mask reads as empty). Further "
+                f"such masks of the {self.split!r} split are counted, not named one by one. {fix}",
+                stacklevel=3,
+            )
+        else:
+            first = ", ".join(str(p) for p in self.odd_masks[:3])
+            warnings.warn(
+                f"{n} masks of the {self.split!r} split with values besides 0 and 255 read so far in this process "
+                f"(first: {first}, ...); {how}. {fix}",
+                stacklevel=3,
+            )
 
     def _label(self, clip: SegClip, masks: Tensor, valid: Tensor) -> int:
         return NO_LABEL

@@ -3,12 +3,13 @@
 :func:`check_tree` goes further than the datasets' construction-time checks: it counts clips per split and per
 category against the published sizes, compares each clip's frame and mask files with what its layout has,
 decodes every mask (values, palette colours, sizes against the frames), reads every audio header (rate, length,
-channels) and looks for clips shared between splits (by id, and for the MUSIC-style layout also by identical
-audio under another name). Errors are problems the readers would fail on or that make results wrong (missing
-or corrupt files, wrong rates, unknown colours, leaks); warnings are handled by the readers but worth a look
-(short audio that is zero-padded, non-binary masks binarised with ``> 0``, files the readers ignore, categories
-missing from a split). A tree smaller than the published dataset is a subset: noted next to the counts, not a
-problem.
+channels), scans the audio for non-finite samples (only files whose encoding can hold them: float wavs, compressed
+formats), opens every frame's header and looks for clips shared between splits (by id, and for the MUSIC-style
+layout also by identical audio under another name). Errors are problems the readers would fail on or that make
+results wrong (missing, empty or corrupt files, NaN or infinite samples, wrong rates, S4/MS3 masks with values
+besides 0 and 255, unknown colours, audio much shorter than its frames, leaks); warnings are handled by the readers
+but worth a look (short audio that is zero-padded, files the readers ignore, categories missing from a split). A
+tree smaller than the published dataset is a subset: noted next to the counts, not a problem.
 """
 
 import hashlib
@@ -20,9 +21,10 @@ from typing import Literal
 
 import soundfile as sf
 from PIL import Image, UnidentifiedImageError
+from torch import Tensor
 
 from avtoolkit.data import avsbench, music
-from avtoolkit.data.audio import audio_info
+from avtoolkit.data.audio import audio_info, nonfinite_samples
 from avtoolkit.data.avsbench import SPLITS, SegClip, decode_palette, read_csv, read_label2idx
 from avtoolkit.data.errors import DatasetError
 from avtoolkit.data.video import read_mask, read_rgb_mask
@@ -333,7 +335,7 @@ def _check_clip(report: CheckReport, clip: SegClip, n_classes: int | None, metad
     _check_missing(report, clip, metadata)
     _check_unused(report, clip)
     if clip.audio.is_file():
-        _check_audio(report, clip.audio, avsbench.SAMPLE_RATE, clip.seconds)
+        _check_audio(report, clip.audio, avsbench.SAMPLE_RATE, clip.seconds, metadata)
     for frame, mask in zip(clip.frames, clip.masks, strict=True):
         frame_size = _image_size(report, frame) if frame is not None and frame.is_file() else None
         if mask is None or not mask.is_file():
@@ -347,9 +349,7 @@ def _check_clip(report: CheckReport, clip: SegClip, n_classes: int | None, metad
             else:
                 values = read_mask(mask)
                 height, width = values.shape
-                extra = sorted(set(values.unique().tolist()) - {0, 255})
-                if extra:
-                    report.warning(mask, f"values {_few(extra)} besides 0/255; the readers binarise with > 0.")
+                _check_binary(report, mask, values)
         except DatasetError as err:
             report.error(mask, str(err))
             continue
@@ -359,6 +359,22 @@ def _check_clip(report: CheckReport, clip: SegClip, n_classes: int | None, metad
                 f"mask is {width}×{height} but its frame {frame} is {frame_size[0]}×{frame_size[1]}; "
                 "masks must align with their frames.",
             )
+
+
+def _check_binary(report: CheckReport, path: Path, values: Tensor) -> None:
+    """S4/MS3 masks hold 0 and 255 only; the readers take other values from 128 as foreground, so they are errors."""
+    odd = (values != 0) & (values != 255)
+    if not bool(odd.any()):
+        return
+    extra = sorted(values[odd].unique().tolist())
+    n = int(odd.sum())
+    report.error(
+        path,
+        f"values {_few(extra)} besides 0 and 255 ({_plural(n, 'pixel')}): masks must be binary. The readers take "
+        f"values from {avsbench.MASK_THRESHOLD} as foreground and lower ones as background (as AVSBench's loaders "
+        "do), so e.g. a 0/1 mask reads as empty. Re-export the mask with 0 for background and 255 for the sounding "
+        "objects.",
+    )
 
 
 def _check_missing(report: CheckReport, clip: SegClip, metadata: str) -> None:
@@ -413,7 +429,7 @@ def _avss_subset(clip: SegClip) -> str:
     return clip.audio.parent.parent.name
 
 
-def _check_audio(report: CheckReport, path: Path, sample_rate: int, seconds: float) -> None:
+def _check_audio(report: CheckReport, path: Path, sample_rate: int, seconds: float, metadata: str) -> None:
     try:
         rate, n_samples = audio_info(path)
     except DatasetError as err:
@@ -425,6 +441,22 @@ def _check_audio(report: CheckReport, path: Path, sample_rate: int, seconds: flo
         report.warning(
             path,
             f"{n_samples / rate:.2f} s long, shorter than the clip's {seconds:g} s: zero-padded when read.",
+        )
+    _check_finite(report, path, rate, f"re-create it, or remove the clip's row from {metadata}.")
+
+
+def _check_finite(report: CheckReport, path: Path, rate: int, fix: str) -> None:
+    """NaN or infinite samples: the readers refuse the file (training on them gives NaN losses and metrics)."""
+    try:
+        count, first = nonfinite_samples(path)
+    except DatasetError as err:
+        report.error(path, str(err))
+        return
+    if count and first is not None:
+        report.error(
+            path,
+            f"{_plural(count, 'non-finite sample')} (NaN or infinity), the first at {first / rate:.2f} s (sample "
+            f"{first}): the readers refuse the file, as losses and metrics would be NaN; {fix}",
         )
 
 
@@ -501,6 +533,7 @@ def _check_music_row(
                     f"{channels} channels, but the prepared layout is mono (the readers would average them): "
                     "re-run the preparation, or downmix the file to mono.",
                 )
+            _check_finite(report, audio, rate, "re-run the preparation of this clip, or remove the row.")
             fingerprint = _audio_fingerprint(audio, rate, n_samples)
     if row.get("frames") and n_frames:
         _check_frame_files(report, report.root / row["frames"], n_frames, where)
@@ -560,7 +593,8 @@ def _audio_fingerprint(path: Path, rate: int, n_samples: int) -> str | None:
 def _check_frame_files(report: CheckReport, folder: Path, n_frames: int, where: str) -> None:
     """The frame files of a MUSIC-style clip against its ``n_frames``.
 
-    Missing frames are errors (the sampler reads frames by index); other files are unused.
+    Missing frames are errors (the sampler reads frames by index), and so are empty (0-byte) files and files whose
+    header is not a picture's (only the header is read, as for the AVSBench layouts); other files are unused.
     """
     if not folder.is_dir():
         report.error(folder, f"frames folder not found ({where}); re-run the preparation of this clip.")
@@ -580,6 +614,31 @@ def _check_frame_files(report: CheckReport, folder: Path, n_frames: int, where: 
             folder,
             f"{_plural(len(unused), 'file')} besides the {n_frames} frames that {where} lists ({_few(unused)}): "
             "unused; fix n_frames, or remove them.",
+        )
+    empty: list[str] = []
+    unreadable: list[str] = []
+    for name in sorted(expected & present):
+        frame = folder / name
+        if frame.stat().st_size == 0:
+            empty.append(name)
+            continue
+        try:
+            with Image.open(frame):
+                pass
+        except (UnidentifiedImageError, OSError) as err:
+            unreadable.append(f"{name}: {err}" if not unreadable else name)
+    fix = "re-run the preparation of this clip (the readers fail on them)."
+    if empty:
+        report.error(
+            folder,
+            f"{_plural(len(empty), 'empty frame file')} (0 bytes) among the {n_frames} that {where} lists "
+            f"({_few(empty)}); {fix}",
+        )
+    if unreadable:
+        report.error(
+            folder,
+            f"{_plural(len(unreadable), 'frame file')} of the {n_frames} that {where} lists cannot be read as a "
+            f"picture ({_few(unreadable)}); {fix}",
         )
 
 

@@ -119,7 +119,8 @@ def read_clip(
 
     Raises:
         DatasetError: a field is empty or invalid, a file is missing, the wav is unreadable or at another
-            rate, or the frames and the audio cover very different durations.
+            rate, or the frames and the audio cover very different durations (the message says which is shorter:
+            audio shorter than its frames is a truncated wav; frames shorter than the audio, a wrong fps).
     """
     audio = root / field(row, "audio", where)
     frames = root / field(row, "frames", where)
@@ -143,7 +144,14 @@ def read_clip(
                 "preparation of this clip or fix n_frames."
             )
     frames_s, audio_s = n_frames / fps, n_samples / rate
-    if abs(frames_s - audio_s) > max(_DURATION_SLACK_S, 0.5 * max(frames_s, audio_s)):
+    if audio_s < frames_s - max(_DURATION_SLACK_S, 0.5 * frames_s):
+        raise DatasetError(
+            f"{where}: {audio} is {audio_s:.1f} s long but its {n_frames} frames cover {frames_s:.1f} s at {fps:g} "
+            "fps: the audio is shorter than its frames (a truncated file?). Re-extract the audio (re-run the "
+            "preparation of this clip) or drop the clip. (If every clip is reported so, the frames were extracted "
+            f"at a higher rate than {fps:g} fps: set fps to it.)"
+        )
+    if frames_s < audio_s - max(_DURATION_SLACK_S, 0.5 * audio_s):
         raise DatasetError(
             f"{where}: {n_frames} frames cover {frames_s:.1f} s at {fps:g} fps but {audio} lasts "
             f"{audio_s:.1f} s; were the frames extracted at another rate? Set fps to the rate used, or "

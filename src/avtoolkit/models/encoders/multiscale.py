@@ -103,7 +103,9 @@ class MultiScaleBackbone(nn.Module):
 
     Args:
         name: timm model name (``test_resnet`` / ``pvt_v2_b0`` for tests).
-        weights: Local weight file for the backbone (random initialisation when ``None``).
+        weights: Local weight file for the backbone (random initialisation when ``None``); a missing file, or one
+            whose tensors do not fit the architecture, is a :class:`~avtoolkit.errors.ConfigError` naming it and the
+            mismatched keys (:func:`~avtoolkit.models.encoders.visual.create_backbone`).
         strides: Output strides to return, increasing; each must be a feature stride of the backbone.
         ars_stages: Transitions that get ARS, named by the stride they produce (8: 4→8, 16: 8→16, 32: 16→32). Each
             must be a transition of this backbone (the previous feature level at half the stride) no deeper than

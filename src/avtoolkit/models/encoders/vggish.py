@@ -19,11 +19,13 @@ official weights need ``width = 1``, narrower ones load state dicts saved at the
 ``torch.save``'d state dict of the port (e.g. ``vggish-10086976.pth``).
 """
 
+import warnings
 from pathlib import Path
 from typing import Self
 
 from torch import Tensor, nn
 
+from avtoolkit.errors import ConfigError, UserError
 from avtoolkit.models.encoders.clip import load_matching, read_state_dict
 
 _CONV_PLAN: tuple[int | str, ...] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M")  # "M": 2×2 max-pool
@@ -52,14 +54,19 @@ class VGGish(nn.Module):
         width: Channel multiplier of the convolutions, in ``(0, 1]`` for cheaper variants (``0.125``: 8, 16, 32,
             64 channels); the embedding MLP keeps its 4096-wide hidden layers. ``weights`` must have been saved
             at the same width (the official ones: 1).
-        freeze: Turn off gradients and keep the module in eval mode (``train()`` cannot undo it).
+        freeze: Turn off gradients and keep the module in eval mode (``train()`` cannot undo it). Without ``weights``
+            that keeps random features: a warning says so.
         with_embedding: Build the embedding MLP (17M parameters at any width). Networks that read only the feature
             map (:meth:`feature_map`) leave it out; loading ``weights`` then skips its ``embeddings.*`` tensors.
 
     Raises:
         FileNotFoundError: ``weights`` does not exist.
-        ValueError: ``width`` is not in ``(0, 1]``, or the file's tensors do not fit, e.g. saved at another width
-            (the message names the file and the missing, unexpected or mis-shaped keys).
+        ValueError: ``width`` is not in ``(0, 1]``.
+        ConfigError: the file cannot be read, or its tensors do not fit, e.g. saved at another width (the message
+            names the file and the missing, unexpected or mis-shaped keys).
+
+    Warns:
+        UserWarning: ``freeze`` without ``weights``: a frozen encoder with random weights never learns anything.
     """
 
     def __init__(
@@ -97,9 +104,21 @@ class VGGish(nn.Module):
         )
         if weights is not None:
             skipped = _POSTPROCESSING_PREFIXES if with_embedding else (*_POSTPROCESSING_PREFIXES, "embeddings.")
-            state = read_state_dict(weights)
-            state = {key: value for key, value in state.items() if not key.startswith(skipped)}
-            load_matching(self, state, weights, "VGGish (PyTorch port: features.*, embeddings.*)")
+            try:
+                state = read_state_dict(weights)
+                state = {key: value for key, value in state.items() if not key.startswith(skipped)}
+                load_matching(self, state, weights, "VGGish (PyTorch port: features.*, embeddings.*)")
+            except UserError:
+                raise
+            except ValueError as err:  # unreadable, or keys/shapes that do not fit: the message names both
+                raise ConfigError(str(err)) from err
+        elif freeze:
+            warnings.warn(
+                "VGGish is frozen (freeze=True) but has random weights: its features stay random. Pass "
+                "weights=<local state dict of the PyTorch port> (a model's audio_weights; `avtoolkit pretrain vggish` "
+                "writes one) for pretrained features, or set freeze=False (freeze_audio) to train it.",
+                stacklevel=2,
+            )
         if freeze:
             self.requires_grad_(False)
             super().train(False)
