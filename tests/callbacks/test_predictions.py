@@ -1,5 +1,6 @@
 """`avtoolkit predict` on your own media end to end: tiny networks, a generated MP4, what PredictionWriter writes."""
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,6 @@ from torchvision.io import decode_image
 from avtoolkit.callbacks.predictions import PredictionWriter
 from avtoolkit.cli import lightning_cli, main
 from avtoolkit.data.batch import MIXTURE
-from avtoolkit.data.errors import DatasetError
 from avtoolkit.data.media import MediaSeparationDataModule
 from avtoolkit.data.video import decode_audio_track
 
@@ -135,14 +135,18 @@ def test_separation_writes_one_wav_per_picture_as_long_as_the_input(media, tmp_p
     assert wav.name == "clip.wav" and sf.info(str(wav)).frames == mixture.shape[0]
 
 
-def test_bad_media_fails_before_predicting_with_the_file_named(media, tmp_path):
+def test_bad_media_fails_before_predicting_with_the_file_named(media, tmp_path, capsys):
     config = separation_config(tmp_path)
-    with pytest.raises(DatasetError, match=r"broken\.mp4.*corrupt"):
-        predict(config, "MediaSeparationDataModule", tmp_path / "out", "--data.video", str(media["corrupt"]))
     missing = f"[{media['guitar']}, {tmp_path / 'cello.png'}]"
-    args = ["--data.video", str(media["video"]), "--data.images", missing]
-    with pytest.raises(DatasetError, match=r"cello\.png"):
-        predict(config, "MediaSeparationDataModule", tmp_path / "out", *args)
+    cases = [
+        (["--data.video", str(media["corrupt"])], r"broken\.mp4.*corrupt"),
+        (["--data.video", str(media["video"]), "--data.images", missing], r"cello\.png"),
+    ]
+    for args, named in cases:  # the command prints the DatasetError as one `error: ...` line and exits with 2
+        with pytest.raises(SystemExit) as exit_info:
+            predict(config, "MediaSeparationDataModule", tmp_path / "out", *args)
+        assert exit_info.value.code == 2
+        assert re.search(rf"^error: .*{named}", capsys.readouterr().err, re.MULTILINE)
     assert not (tmp_path / "out").exists()
 
 

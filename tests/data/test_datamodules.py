@@ -1,7 +1,10 @@
 import pickle
+import re
+from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Callback, Trainer
 
 from avtoolkit.data.batch import (
     AUDIO,
@@ -11,12 +14,16 @@ from avtoolkit.data.batch import (
     MASKS,
     MIXTURE,
     MIXTURE_EMB,
+    SAMPLE_INDEX,
     SOURCES,
     VISUAL_EMB,
     WAVEFORM,
     WAVEFORM_LENGTH,
 )
 from avtoolkit.data.datamodules import SegmentationDataModule, SeparationDataModule
+from avtoolkit.errors import ConfigError, DatasetError
+from avtoolkit.models.separation.sop import SoundOfPixels
+from avtoolkit.tasks.separation import AVSeparationTask
 
 
 def first_batch(datamodule, stage="fit", loader="train_dataloader"):
@@ -151,3 +158,91 @@ def test_segmentation_cache_is_built_on_first_use(tmp_path):
     assert not (tmp_path / "cache").exists()
     with pytest.raises(ValueError, match="metadata file not found"):
         dm.prepare_data()
+
+
+def test_batches_name_their_clips(music_tree, avsbench_trees):
+    dm = SeparationDataModule(music_tree, window=8191, image_size=24, batch_size=2, num_workers=0)
+    batch = first_batch(dm)
+    names = dm.sample_names("train", batch[SAMPLE_INDEX].tolist())
+    assert len(names) == 2
+    for name, labels in zip(names, batch[LABELS], strict=True):
+        files = name.split(" + ")  # the mixture's audio files, relative to the root, in source order
+        assert all((music_tree / f).is_file() for f in files)
+        assert [Path(f).parent.name for f in files] == [dm.class_names[i] for i in labels]
+    test = first_batch(dm, "test", "test_dataloader")
+    recipe = dm.datasets["test"].recipe(1)
+    clips = dm.datasets["test"].clips
+    assert dm.sample_names("test", test[SAMPLE_INDEX][1:].tolist()) == [
+        " + ".join(str(clips[i].audio.relative_to(music_tree)) for i in recipe.clips)
+    ]
+    seg = SegmentationDataModule("s4", avsbench_trees["s4"], image_size=32, batch_size=2, num_workers=0)
+    batch = first_batch(seg, "test", "test_dataloader")
+    assert seg.sample_names("test", batch[SAMPLE_INDEX].tolist()) == seg.datasets["test"].names[:2]
+
+
+@pytest.mark.parametrize("name", ["separation", "segmentation"])
+def test_a_training_split_smaller_than_one_batch_is_an_error(name, music_tree, avsbench_trees):
+    if name == "separation":  # 6 training clips
+        dm = SeparationDataModule(music_tree, window=8191, image_size=24, batch_size=8, num_workers=0)
+        root, n = music_tree, 6
+    else:  # 3 training clips
+        dm = SegmentationDataModule("s4", avsbench_trees["s4"], image_size=32, batch_size=4, num_workers=0)
+        root, n = avsbench_trees["s4"], 3
+    dm.setup("fit")
+    expected = (
+        f"the train split of {root} has {n} samples but batch_size is {dm.batch_size}: training drops an incomplete "
+        f"batch, so there would be no training batch at all. Set data.init_args.batch_size to at most {n}"
+    )
+    with pytest.raises(DatasetError, match=re.escape(expected)):
+        dm.train_dataloader()
+    assert len(dm.val_dataloader()) == 1  # evaluation keeps the smaller batch
+
+
+def tiny_separation_task() -> AVSeparationTask:
+    model = SoundOfPixels(channels=4, unet_depth=3, unet_base_channels=4, unet_max_channels=8, backbone="test_resnet")
+    return AVSeparationTask(model, n_fft=126, hop_length=64, warp_bins=32)
+
+
+class TrainingBatchSizes(Callback):
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def on_validation_batch_start(self, *args: object) -> None:
+        raise AssertionError("validated although training cannot start")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.sizes.append(int(batch[MIXTURE].shape[0]))
+
+
+def test_fit_stops_before_validating_when_the_training_split_is_smaller_than_one_batch(music_tree):
+    dm = SeparationDataModule(music_tree, window=2047, frames_per_source=1, image_size=32, batch_size=8, num_workers=0)
+    sizes = TrainingBatchSizes()
+    trainer = Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False, callbacks=[sizes])
+    with pytest.raises(DatasetError, match=r"has 6 samples but batch_size is 8"):
+        trainer.fit(tiny_separation_task(), dm)
+    assert sizes.sizes == []
+
+
+def test_a_fast_dev_run_trains_on_one_smaller_batch_when_the_split_is_smaller(music_tree):
+    dm = SeparationDataModule(music_tree, window=2047, frames_per_source=1, image_size=32, batch_size=8, num_workers=0)
+    sizes = TrainingBatchSizes()
+    sizes.on_validation_batch_start = lambda *args: None  # a fast_dev_run validates one batch after training
+    trainer = Trainer(accelerator="cpu", fast_dev_run=True, enable_progress_bar=False, callbacks=[sizes])
+    with pytest.warns(UserWarning, match="fast_dev_run: the train split .* has 6 samples, fewer than batch_size 8"):
+        trainer.fit(tiny_separation_task(), dm)
+    assert sizes.sizes == [6] and trainer.global_step == 1
+
+
+def test_a_fixed_training_pool_can_be_sized_per_training_clip(music_tree):
+    kwargs = {"window": 8191, "image_size": 24, "batch_size": 2, "num_workers": 0}
+    per_clip = SeparationDataModule(music_tree, fixed_mixtures_per_clip=3, **kwargs)  # 6 training clips
+    absolute = SeparationDataModule(music_tree, fixed_mixtures=18, **kwargs)
+    per_clip.setup("fit")
+    absolute.setup("fit")
+    assert per_clip.training_pool_size == 18 and len(per_clip.datasets["train"]) == 18
+    for index in (0, 17):  # the very pool `fixed_mixtures` of that size gives
+        assert torch.equal(per_clip.datasets["train"][index][MIXTURE], absolute.datasets["train"][index][MIXTURE])
+    with pytest.raises(ConfigError, match=r"sets both fixed_mixtures .* and fixed_mixtures_per_clip"):
+        SeparationDataModule(music_tree, fixed_mixtures=4, fixed_mixtures_per_clip=2)
+    with pytest.raises(ConfigError, match="fixed_mixtures_per_clip must be a positive number"):
+        SeparationDataModule(music_tree, fixed_mixtures_per_clip=0)

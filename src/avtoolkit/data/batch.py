@@ -26,6 +26,10 @@ Prediction on a user's media (avtoolkit.data.media: where each prediction goes b
     DISPLAY_FRAMES  (B, T, 3, Hd, Wd) uint8, the same frames at the overlay size (the video's aspect ratio)
     MIXTURE_START   (B,) int64      first sample of the window in the input audio
     MIXTURE_LENGTH  (B,) int64      samples of the window that come from the input (the rest is padding)
+
+Added by the datamodules to the batches of their splits (train, val, test), whatever the task:
+    SAMPLE_INDEX    (B,) int64      index of each sample in its split's dataset; the datamodule's
+                                    ``sample_names(split, indices)`` names the clips a sample is made of (for messages)
 """
 
 from collections.abc import Mapping
@@ -47,6 +51,7 @@ FRAME_INDEX = "frame_index"
 DISPLAY_FRAMES = "display_frames"
 MIXTURE_START = "mixture_start"
 MIXTURE_LENGTH = "mixture_length"
+SAMPLE_INDEX = "sample_index"
 
 Batch = Mapping[str, Tensor]
 """A batch (or a sample before collation): keys from this module, values tensors."""

@@ -2,10 +2,14 @@
 
 Workers read and crop; :meth:`BaseAVDataModule.on_after_batch_transfer` does the device-side preparation
 (uint8 frames → float in [0, 1]; for segmentation the VGGish log-mel of the audio, unless it comes from a cache).
+Every batch of a split carries ``SAMPLE_INDEX``, which :meth:`BaseAVDataModule.sample_names` turns into the names
+of the clips the samples are made of (for messages that must say which clips, whatever the task).
 """
 
+import math
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,13 +21,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from avtoolkit.data.audio import VGGishLogMel
-from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset, SegClip, avsbench_clips
-from avtoolkit.data.batch import AUDIO, FRAMES, WAVEFORM, WAVEFORM_LENGTH
+from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset
+from avtoolkit.data.avsbench_layout import SegClip, avsbench_clips
+from avtoolkit.data.batch import AUDIO, FRAMES, SAMPLE_INDEX, WAVEFORM, WAVEFORM_LENGTH
 from avtoolkit.data.embeddings import FrameEmbeddingCache, MixtureEmbeddingCache
 from avtoolkit.data.features import CachedLogMel, CacheReport, LogMelCache, log_mel_settings
 from avtoolkit.data.mixing import MixAndSeparate
 from avtoolkit.data.music import Clip, class_names, read_split
 from avtoolkit.data.samplers import EvaluationSampler, ResumableDataLoader, ResumableSampler
+from avtoolkit.errors import ConfigError, DatasetError
 
 Split = Literal["train", "val", "test"]
 _STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
@@ -38,8 +44,28 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+class _Indexed(Dataset[dict[str, Tensor]]):
+    """A split's dataset whose samples also carry ``SAMPLE_INDEX``, their index in it (a sampler's draw key too)."""
+
+    def __init__(self, dataset: Dataset[dict[str, Tensor]]) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Tensor]:
+        sample = self.dataset[index]  # a tuple: a draw key (ResumableSampler)
+        sample[SAMPLE_INDEX] = torch.tensor(index[0] if isinstance(index, tuple) else index)
+        return sample
+
+
 class BaseAVDataModule(LightningDataModule):
     """Split set-up, one DataLoader factory, and device-side batch preparation.
+
+    Training drops the last incomplete batch, so a training split with fewer samples (per process) than
+    ``batch_size`` has no batch at all: that is a :class:`~avtoolkit.errors.DatasetError` when training starts,
+    except in a ``fast_dev_run`` (a smoke test of the set-up), which trains on one smaller batch of the whole split.
+    Evaluation keeps the last batch, so a small val/test split is one smaller batch.
 
     Args:
         batch_size: Samples per batch (per process under DDP).
@@ -51,20 +77,52 @@ class BaseAVDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.datasets: dict[Split, Dataset[dict[str, Tensor]]] = {}
+        self._train_sampler: ResumableSampler | None = None
 
     def build_dataset(self, split: Split) -> Dataset[dict[str, Tensor]]:
         """The dataset of one split (implemented by each datamodule)."""
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
-        """Build the datasets the stage needs (once)."""
+        """Build the datasets the stage needs (once); for ``fit`` under a trainer, check there is a training batch."""
         for split in _STAGE_SPLITS[stage]:
             if split not in self.datasets:
                 self.datasets[split] = self.build_dataset(split)
+        if stage == "fit" and self.trainer is not None:
+            self._train_batch_size()  # fail here, before validation sanity steps, not when training starts
 
     def _draw_keys(self, split: Split) -> bool:
         """Whether the split's samples are indexed with a draw key (see :class:`ResumableSampler`)."""
         return False
+
+    def _train_batch_size(self, warn: bool = False) -> int:
+        """The training batch size: ``batch_size``, or in a ``fast_dev_run`` the split's share if that is smaller.
+
+        Raises:
+            DatasetError: the training split has fewer samples per process than one batch (outside a fast_dev_run).
+        """
+        world = 1 if self.trainer is None else self.trainer.world_size
+        n = len(self.datasets["train"])  # type: ignore[arg-type]
+        per_process = math.ceil(n / world)
+        if per_process >= self.batch_size:
+            return self.batch_size
+        root = getattr(self, "root", None)
+        split = "the train split" + ("" if root is None else f" of {root}")
+        share = "" if world == 1 else f" ({per_process} per process on {world} processes)"
+        if self.trainer is not None and getattr(self.trainer, "fast_dev_run", False):
+            if warn:
+                warnings.warn(
+                    f"fast_dev_run: {split} has {n} samples{share}, fewer than batch_size {self.batch_size}; this "
+                    f"smoke test trains on one batch of {per_process}. A real run stops with an error: lower "
+                    "data.init_args.batch_size or add training clips.",
+                    stacklevel=3,
+                )
+            return per_process
+        raise DatasetError(
+            f"{split} has {n} samples{share} but batch_size is {self.batch_size}: training drops an incomplete "
+            f"batch, so there would be no training batch at all. Set data.init_args.batch_size to at most "
+            f"{per_process}, or add training clips."
+        )
 
     def _loader_options(self) -> dict[str, Any]:
         return {
@@ -83,15 +141,18 @@ class BaseAVDataModule(LightningDataModule):
         """
         world, rank = (1, 0) if self.trainer is None else (self.trainer.world_size, self.trainer.global_rank)
         options = self._loader_options()
-        dataset = self.datasets[split]
+        dataset = _Indexed(self.datasets[split])
         if split == "train":
             seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
             sampler = ResumableSampler(dataset, world, rank, seed, self._draw_keys(split))
+            self._train_sampler = sampler
+            options["batch_size"] = self._train_batch_size(warn=True)
             return ResumableDataLoader(dataset, sampler=sampler, drop_last=True, **options)
         if world > 1:
             strategy = self.trainer.strategy if self.trainer is not None else None
             if isinstance(strategy, DDPStrategy) and not isinstance(strategy, DeepSpeedStrategy):
-                return DataLoader(dataset, sampler=EvaluationSampler(dataset, world, rank, self.batch_size), **options)
+                evaluation = EvaluationSampler(dataset, world, rank, self.batch_size, split)
+                return DataLoader(dataset, sampler=evaluation, **options)
             warnings.warn(
                 f"{type(strategy).__name__} runs every evaluation step on all processes together, so Lightning pads "
                 f"the {split} split: up to {world - 1} samples are counted twice in the metrics. Evaluate with DDP "
@@ -116,6 +177,14 @@ class BaseAVDataModule(LightningDataModule):
         """Prediction batches (the test split; Lightning splits them across processes without padding)."""
         return DataLoader(self.datasets["test"], **self._loader_options())
 
+    def sample_names(self, split: Split, indices: Iterable[int]) -> list[str]:
+        """What each sample of a split is made of, by name (a batch's ``SAMPLE_INDEX``), for messages.
+
+        The default: the dataset's ``names`` (one clip per sample), else ``"sample i"``.
+        """
+        names = getattr(self.datasets.get(split), "names", None)
+        return [str(names[i]) if names is not None else f"sample {i}" for i in map(int, indices)]
+
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
         """On the device: frames to float in [0, 1]."""
         if FRAMES in batch and batch[FRAMES].dtype == torch.uint8:
@@ -124,13 +193,15 @@ class BaseAVDataModule(LightningDataModule):
 
 
 class SeparationDataModule(BaseAVDataModule):
-    """Mix-and-separate batches from a prepared MUSIC / MUSIC-21 / VGGSound-style tree (specs/data.md).
+    """Mix-and-separate batches from a prepared MUSIC / MUSIC-21 / VGGSound-style tree (``avtoolkit data prepare``).
 
     Frozen encoders can be precomputed into on-disk caches (in ``prepare_data``, once, keyed by the encoder and
     its weights): a ``visual_encoder`` turns every source's frames into a cached embedding (batches then carry
     ``visual_emb`` instead of ``frames``); a ``mixture_encoder`` (CLAP) embeds every fixed mixture — evaluation
     mixtures, and training mixtures when ``fixed_mixtures`` makes them a fixed pool (batches then carry
-    ``mixture_emb``). Without caches the models run their encoders on the fly.
+    ``mixture_emb``). Without caches the models run their encoders on the fly. A fixed training pool is sized
+    either absolutely (``fixed_mixtures``) or per usable training clip (``fixed_mixtures_per_clip``), so that one
+    config fits trees of any size (4 per clip: 880 mixtures on the small synthetic tree, 32 on the tiny one).
 
     Args:
         root: Dataset root holding ``{train,val,test}.csv``, ``audio/`` and ``frames/``.
@@ -143,6 +214,8 @@ class SeparationDataModule(BaseAVDataModule):
         same_class_partners: Allow mixing two clips of the same class.
         seed: Seed of the fixed evaluation mixtures (and of a fixed training pool).
         fixed_mixtures: Train on a fixed pool of this many random mixtures (cacheable) instead of fresh ones.
+        fixed_mixtures_per_clip: Train on a fixed pool of this many random mixtures per usable training clip (one
+            at least as long as ``window``); instead of ``fixed_mixtures``.
         visual_encoder: Frozen image encoder (e.g. ``CLIPImageEncoder``) whose frame embeddings are cached.
         mixture_encoder: Frozen audio encoder (e.g. ``CLAPAudioEncoder``) whose mixture embeddings are cached;
             its ``sample_rate`` must be the data's.
@@ -164,6 +237,7 @@ class SeparationDataModule(BaseAVDataModule):
         same_class_partners: bool = False,
         seed: int = 0,
         fixed_mixtures: int | None = None,
+        fixed_mixtures_per_clip: int | None = None,
         visual_encoder: nn.Module | None = None,
         mixture_encoder: nn.Module | None = None,
         cache_dir: str | Path = "data/cache",
@@ -178,7 +252,17 @@ class SeparationDataModule(BaseAVDataModule):
             raise ValueError(
                 f"mixture_encoder expects {rate} Hz audio but the data is at {sample_rate} Hz: set its sample_rate"
             )
+        if fixed_mixtures is not None and fixed_mixtures_per_clip is not None:
+            raise ConfigError(
+                f"data.init_args sets both fixed_mixtures ({fixed_mixtures}) and fixed_mixtures_per_clip "
+                f"({fixed_mixtures_per_clip}): keep one (the pool size, or the pool size per training clip)"
+            )
+        for name, value in (("fixed_mixtures", fixed_mixtures), ("fixed_mixtures_per_clip", fixed_mixtures_per_clip)):
+            if value is not None and value < 1:
+                raise ConfigError(f"data.init_args.{name} must be a positive number of mixtures, got {value}")
         self.fixed_mixtures = fixed_mixtures
+        self.fixed_mixtures_per_clip = fixed_mixtures_per_clip
+        self._pool_size: int | None = None
         self.frame_cache = (
             None
             if visual_encoder is None
@@ -200,6 +284,20 @@ class SeparationDataModule(BaseAVDataModule):
         """Class names; ``LABELS`` index into them."""
         return class_names(self.root)
 
+    @property
+    def training_pool_size(self) -> int | None:
+        """Mixtures of the fixed training pool (``None``: fresh random mixtures every epoch).
+
+        ``fixed_mixtures``, or ``fixed_mixtures_per_clip`` × the training clips at least ``window`` long.
+        """
+        if self.fixed_mixtures_per_clip is None:
+            return self.fixed_mixtures
+        if self._pool_size is None:
+            clips = read_split(self.root, "train", self.sample_rate, self.fps)
+            usable = sum(clip.n_samples >= self.window for clip in clips)
+            self._pool_size = self.fixed_mixtures_per_clip * max(usable, 1)  # no usable clip: the dataset says so
+        return self._pool_size
+
     def training_visual_embeddings(self) -> Tensor:
         """Every cached frame embedding of the training clips, ``(n, D)`` float32 (fills missing cache entries).
 
@@ -220,7 +318,8 @@ class SeparationDataModule(BaseAVDataModule):
     def _mixtures(self, split: Split, with_embeddings: bool) -> MixAndSeparate:
         train = split == "train"
         frame_cache, mixture_cache = self.frame_cache, self.mixture_cache
-        fixed = not train or self.fixed_mixtures is not None
+        pool = self.training_pool_size if train else None
+        fixed = not train or pool is not None
         return MixAndSeparate(
             read_split(self.root, split, self.sample_rate, self.fps),
             n_sources=self.n_sources,
@@ -230,7 +329,7 @@ class SeparationDataModule(BaseAVDataModule):
             train=train,
             same_class_partners=self.same_class_partners,
             seed=self.seed,
-            fixed_mixtures=self.fixed_mixtures if train else None,
+            fixed_mixtures=pool,
             frame_embedding=frame_cache.mean_at_frames if with_embeddings and frame_cache is not None else None,
             mixture_embedding=mixture_cache.get if with_embeddings and mixture_cache is not None and fixed else None,
         )
@@ -241,7 +340,42 @@ class SeparationDataModule(BaseAVDataModule):
 
     def _draw_keys(self, split: Split) -> bool:
         """Fresh training mixtures are drawn from their sampler key (exact resume, worker-independent)."""
-        return split == "train" and self.fixed_mixtures is None
+        return split == "train" and self.training_pool_size is None
+
+    def sample_names(self, split: Split, indices: Iterable[int]) -> list[str]:
+        """The audio files of each mixture (``a.wav + b.wav``, relative to ``root``), for messages.
+
+        Training mixtures drawn fresh are named from the draw key of the sampler in use (the current epoch's);
+        without one (another sampler, e.g. Lightning's for ``overfit_batches``) their partners were drawn at
+        random, so only the indexed clip is named.
+        """
+        dataset = self.datasets.get(split)
+        if not isinstance(dataset, MixAndSeparate):
+            return super().sample_names(split, indices)
+        random_draws = split == "train" and self.training_pool_size is None
+        sampler = self._sampler_in_use() if random_draws else None
+        key = None if sampler is None else (sampler.seed, sampler.epoch)
+        names = []
+        for index in map(int, indices):
+            if random_draws and key is None:
+                first = self._clip_name(dataset.clips[index % len(dataset.clips)])
+                names.append(f"{first} + {self.n_sources - 1} partner(s) drawn at random")
+                continue
+            recipe = dataset.recipe(index, key)
+            names.append(" + ".join(self._clip_name(dataset.clips[i]) for i in recipe.clips))
+        return names
+
+    def _sampler_in_use(self) -> ResumableSampler | None:
+        """The training sampler yielding draw keys that the training loader in use reads from, if any."""
+        loader = getattr(self.trainer, "train_dataloader", None) if self.trainer is not None else None
+        sampler = getattr(loader, "sampler", self._train_sampler if loader is None else None)
+        return sampler if isinstance(sampler, ResumableSampler) and sampler.draw_keys else None
+
+    def _clip_name(self, clip: Clip) -> str:
+        try:
+            return str(clip.audio.relative_to(self.root))
+        except ValueError:
+            return str(clip.audio)
 
     def prepare_data(self) -> None:
         """Fill the embedding caches (once; later runs find them complete)."""
@@ -272,7 +406,7 @@ class SeparationDataModule(BaseAVDataModule):
         if self.mixture_cache is not None:
             entries = computed = 0
             for split in splits:
-                if split == "train" and self.fixed_mixtures is None:
+                if split == "train" and self.training_pool_size is None:
                     continue  # fresh random training mixtures are not cacheable
                 mixtures = self._mixtures(split, with_embeddings=False)  # the very mixtures the batches look up
                 all_recipes = [mixtures.recipe(i) for i in range(len(mixtures))]

@@ -20,6 +20,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from avtoolkit.errors import DatasetError
+
 DrawKey = tuple[int, int, int]
 """``(index, seed, epoch)``: a sample index with the key its random draws are seeded from."""
 
@@ -36,17 +38,21 @@ class EvaluationSampler(DistributedSampler[int]):
         num_replicas: ``W``, the number of processes.
         rank: This process's rank in ``[0, W)``.
         batch_size: Samples per batch of the data loader it feeds.
+        split: The split's name, for the error message.
 
     Raises:
-        ValueError: The split has fewer samples than there are processes.
+        DatasetError: The split has fewer samples than there are processes.
     """
 
-    def __init__(self, dataset: Dataset[Any], num_replicas: int, rank: int, batch_size: int) -> None:
+    def __init__(
+        self, dataset: Dataset[Any], num_replicas: int, rank: int, batch_size: int, split: str = "evaluation"
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
         n = len(dataset)  # type: ignore[arg-type]
         if n < num_replicas:
-            raise ValueError(
-                f"cannot evaluate {n} samples on {num_replicas} processes without repeating some: use fewer devices"
+            raise DatasetError(
+                f"the {split} split: cannot evaluate {n} samples on {num_replicas} processes without repeating some "
+                f"(each process needs one): use at most {n} devices (trainer.devices), or add clips to the split"
             )
         n_batches = math.ceil(n / batch_size)
         if n_batches >= num_replicas:
