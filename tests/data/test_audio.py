@@ -6,14 +6,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from avtoolkit.data.audio import (
-    Spectrogram,
-    VGGishLogMel,
-    audio_info,
-    nonfinite_samples,
-    read_audio,
-    vggish_mel_matrix,
-)
+from avtoolkit.data.audio import Spectrogram, VGGishLogMel, read_audio, vggish_mel_matrix
+from avtoolkit.data.audio_files import audio_info, nonfinite_samples
 from avtoolkit.data.errors import DatasetError
 
 

@@ -18,7 +18,7 @@ from fixtures.make_avsbench import (
 )
 from PIL import Image
 
-from avtoolkit.data import batch
+from avtoolkit.data import avsbench, avsbench_layout, batch
 from avtoolkit.data.avsbench import (
     NO_LABEL,
     AVSSDataset,
@@ -27,6 +27,7 @@ from avtoolkit.data.avsbench import (
     decode_palette,
     voc_palette,
 )
+from avtoolkit.data.avsbench_layout import decode_palette_array, voc_palette_array
 from avtoolkit.data.errors import DatasetError
 
 SIZE = 24  # fixtures are 32×32: every read resizes
@@ -138,6 +139,19 @@ def test_decode_palette_known_colours():
     indices = torch.tensor([[0, 1, 70], [15, 15, 2]])
     rgb = palette[indices].permute(2, 0, 1)
     assert torch.equal(decode_palette(rgb, 71, "x.png"), indices)
+
+
+def test_the_palette_tensor_forms_wrap_the_array_forms():
+    assert np.array_equal(voc_palette(256).numpy(), voc_palette_array(256))
+    indices = np.array([[0, 1, 70], [15, 15, 2]])
+    rgb = voc_palette_array(71)[indices]
+    assert np.array_equal(decode_palette_array(rgb, 71, "x.png"), indices)
+    assert torch.equal(decode_palette(torch.from_numpy(rgb).permute(2, 0, 1), 71, "x.png"), torch.from_numpy(indices))
+
+
+def test_the_on_disk_index_is_re_exported_from_the_datasets_module():
+    for name in ("SegClip", "read_csv", "field", "s4_clip", "avsbench_clips", "read_label2idx", "MASK_THRESHOLD"):
+        assert getattr(avsbench, name) is getattr(avsbench_layout, name)
 
 
 def test_decode_palette_unknown_colour_names_file_colour_and_count():

@@ -11,7 +11,7 @@ from fixtures.make_music import make_music
 from PIL import Image
 
 from avtoolkit.data import check
-from avtoolkit.data.avsbench import avsbench_clips
+from avtoolkit.data.avsbench_layout import avsbench_clips
 from avtoolkit.data.check import CheckReport, check_tree
 
 MAKERS = {

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from avtoolkit.data import features
 from avtoolkit.data.audio import VGGishLogMel
-from avtoolkit.data.avsbench import SegClip, avsbench_clips, read_clip_audio
+from avtoolkit.data.avsbench import read_clip_audio
+from avtoolkit.data.avsbench_layout import SegClip, avsbench_clips
 from avtoolkit.data.datamodules import SegmentationDataModule, SeparationDataModule
 from avtoolkit.data.features import (
     CacheError,

@@ -19,25 +19,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import soundfile as sf
 from PIL import Image, UnidentifiedImageError
-from torch import Tensor
 
-from avtoolkit.data import avsbench, music
-from avtoolkit.data.audio import audio_info, nonfinite_samples
-from avtoolkit.data.avsbench import SPLITS, SegClip, decode_palette, read_csv, read_label2idx
+from avtoolkit.data import avsbench_layout as avsbench
+from avtoolkit.data import music
+from avtoolkit.data.audio_files import audio_info, nonfinite_samples
+from avtoolkit.data.avsbench_layout import SPLITS, SegClip, decode_palette_array, read_csv, read_label2idx
 from avtoolkit.data.errors import DatasetError
-from avtoolkit.data.video import read_mask, read_rgb_mask
+from avtoolkit.data.mask_files import read_mask_array, read_rgb_mask_array
 
 Layout = Literal["s4", "ms3", "avss", "music"]
 Severity = Literal["error", "warning"]
 
 # Published sizes, shown next to the counts. A smaller tree is a subset (noted, not a problem); a split larger
 # than published is a warning. Where a number comes from:
-#   S4: 3452/740/740 clips over 23 categories, specs/data.md (AVSBench-object S4).
-#   MS3: 296/64/64 clips, issue 6 (the AVSBench paper's statistics, Zhou et al., ECCV 2022); specs/data.md
+#   S4: 3452/740/740 clips over 23 categories (AVSBench-object S4, Zhou et al., ECCV 2022).
+#   MS3: 296/64/64 clips (the AVSBench paper's statistics, Zhou et al., ECCV 2022);
 #        does not give MS3 sizes.
-#   AVSS and the MUSIC-style layout: specs/data.md gives no sizes (and a prepared tree holds whichever videos
+#   AVSS and the MUSIC-style layout: no published sizes to check against (and a prepared tree holds whichever videos
 #        could be downloaded), so nothing is promised and the counts stand alone.
 PUBLISHED_SIZES: dict[str, dict[str, int]] = {
     "s4": {"train": 3452, "val": 740, "test": 740},
@@ -342,12 +343,12 @@ def _check_clip(report: CheckReport, clip: SegClip, n_classes: int | None, metad
             continue
         try:
             if report.layout == "avss":
-                rgb = read_rgb_mask(mask)
+                rgb = read_rgb_mask_array(mask)
                 if n_classes is not None:
-                    decode_palette(rgb, n_classes, mask)
-                height, width = rgb.shape[-2:]
+                    decode_palette_array(rgb, n_classes, mask)
+                height, width = rgb.shape[:2]
             else:
-                values = read_mask(mask)
+                values = read_mask_array(mask)
                 height, width = values.shape
                 _check_binary(report, mask, values)
         except DatasetError as err:
@@ -361,12 +362,12 @@ def _check_clip(report: CheckReport, clip: SegClip, n_classes: int | None, metad
             )
 
 
-def _check_binary(report: CheckReport, path: Path, values: Tensor) -> None:
+def _check_binary(report: CheckReport, path: Path, values: np.ndarray) -> None:
     """S4/MS3 masks hold 0 and 255 only; the readers take other values from 128 as foreground, so they are errors."""
     odd = (values != 0) & (values != 255)
-    if not bool(odd.any()):
+    if not odd.any():
         return
-    extra = sorted(values[odd].unique().tolist())
+    extra = np.unique(values[odd]).tolist()
     n = int(odd.sum())
     report.error(
         path,

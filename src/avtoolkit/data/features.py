@@ -40,15 +40,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from avtoolkit.data.audio import VGGishLogMel
-from avtoolkit.data.avsbench import (
-    AVSS_METADATA,
-    MS3_METADATA,
-    S4_FRAMES,
-    S4_METADATA,
-    SAMPLE_RATE,
-    SegClip,
-    read_clip_audio,
-)
+from avtoolkit.data.avsbench import read_clip_audio
+from avtoolkit.data.avsbench_layout import AVSS_METADATA, MS3_METADATA, S4_FRAMES, S4_METADATA, SAMPLE_RATE, SegClip
 from avtoolkit.data.batch import AUDIO
 from avtoolkit.data.embeddings import cache_folder
 from avtoolkit.data.errors import DatasetError

@@ -24,8 +24,9 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from avtoolkit.data.audio import VGGishLogMel, audio_info, read_audio
-from avtoolkit.data.avsbench import SAMPLE_RATE as SEGMENTATION_RATE
+from avtoolkit.data.audio import VGGishLogMel, read_audio
+from avtoolkit.data.audio_files import audio_info
+from avtoolkit.data.avsbench_layout import SAMPLE_RATE as SEGMENTATION_RATE
 from avtoolkit.data.batch import (
     AUDIO,
     DISPLAY_FRAMES,

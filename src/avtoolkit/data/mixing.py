@@ -1,4 +1,4 @@
-"""The mix-and-separate sampler (Sound-of-Pixels lineage, specs/separation.md "Common recipe").
+"""The mix-and-separate sampler (Sound-of-Pixels lineage).
 
 Each sample draws N clips (the indexed clip plus N − 1 partners of other classes), crops the same-length window
 from each, applies a training-time random gain U(0.5, 1.5), clips to [−1, 1], divides by N and sums. The scaled

@@ -1,4 +1,4 @@
-"""Index of the prepared separation layout (MUSIC / MUSIC-21 / VGGSound) of specs/data.md.
+"""Index of the prepared separation layout (MUSIC / MUSIC-21 / VGGSound) that `avtoolkit data prepare` writes.
 
 Layout (paths in the CSVs are relative to the root)::
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from avtoolkit.data.audio import audio_info
-from avtoolkit.data.avsbench import field, read_csv
+from avtoolkit.data.audio_files import audio_info
+from avtoolkit.data.avsbench_layout import field, read_csv
 from avtoolkit.data.errors import DatasetError
 
 Split = Literal["train", "val", "test"]

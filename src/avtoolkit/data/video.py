@@ -1,7 +1,8 @@
 """Pictures and video: read images and masks, decode video frames and audio tracks.
 
 Images are returned as uint8 tensors ``(3, H, W)`` (RGB) and grayscale masks as uint8 ``(H, W)``; resizing
-is antialiased for images and nearest-neighbour for masks, so label values are never blended. Videos are
+is antialiased for images and nearest-neighbour for masks, so label values are never blended. Masks are decoded by
+:mod:`avtoolkit.data.mask_files` (Pillow, no torch: the dataset check reads them without torch). Videos are
 decoded with PyAV (an optional dependency, extra ``video``), sampling frames at a target rate.
 """
 
@@ -17,6 +18,7 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
 
 from avtoolkit.data.errors import DatasetError
+from avtoolkit.data.mask_files import read_mask_array, read_rgb_mask_array
 from avtoolkit.utils.imports import lazy_import
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
@@ -79,14 +81,10 @@ def resize_mask(mask: Tensor, size: Size | None) -> Tensor:
     return TF.resize(mask, _hw(size), interpolation=TF.InterpolationMode.NEAREST_EXACT)
 
 
-def _require_8bit(image: Tensor, path: str | Path) -> Tensor:
-    if image.dtype != torch.uint8:
-        raise DatasetError(f"{path} is a {image.dtype} image; masks must be 8-bit PNGs. Re-save it as 8-bit.")
-    return image
-
-
 def read_mask(path: str | Path, size: Size | None = None) -> Tensor:
-    """Read a grayscale mask (colour or palette masks are converted to luminance).
+    """Read a grayscale mask (colour or palette masks are converted to luminance, as Pillow does).
+
+    The tensor form of :func:`avtoolkit.data.mask_files.read_mask_array`, which ``avtoolkit data check`` uses.
 
     Args:
         path: Mask file (PNG).
@@ -98,12 +96,13 @@ def read_mask(path: str | Path, size: Size | None = None) -> Tensor:
     Raises:
         DatasetError: the file is missing, cannot be decoded or is not 8-bit.
     """
-    mask = _require_8bit(_decode(path, ImageReadMode.GRAY), path)
-    return resize_mask(mask[0], size)
+    return resize_mask(torch.from_numpy(read_mask_array(path)), size)
 
 
 def read_rgb_mask(path: str | Path, size: Size | None = None) -> Tensor:
     """Read a colour label image (e.g. AVSS ``labels_rgb``), palette PNGs expanded to their colours.
+
+    The tensor form of :func:`avtoolkit.data.mask_files.read_rgb_mask_array`, which ``avtoolkit data check`` uses.
 
     Args:
         path: Label image (PNG).
@@ -115,8 +114,7 @@ def read_rgb_mask(path: str | Path, size: Size | None = None) -> Tensor:
     Raises:
         DatasetError: the file is missing, cannot be decoded or is not 8-bit.
     """
-    mask = _require_8bit(_decode(path, ImageReadMode.RGB), path)
-    return resize_mask(mask, size)
+    return resize_mask(torch.from_numpy(read_rgb_mask_array(path)).permute(2, 0, 1).contiguous(), size)
 
 
 def open_media(path: str | Path, what: str) -> Any:  # av.container.InputContainer
