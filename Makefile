@@ -10,14 +10,14 @@ export PIP_CONSTRAINT := $(CONSTRAINTS)
 # No code path of ours downloads models; this stops libraries from trying (laion-clap, transformers).
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test install system-deps lint benchmarks clean
+.PHONY: demo test install system-deps lint docs benchmarks clean
 
 demo: install system-deps ## Generate the small synthetic MUSIC data, train + test Sound of Pixels, write a report
 	$(BIN)/avtoolkit data synth music data/synthetic/music --size small
 	$(BIN)/avtoolkit fit --config configs/experiment/quickstart_sop.yaml
 	$(BIN)/avtoolkit test --config configs/experiment/quickstart_sop.yaml \
 		--ckpt_path runs/quickstart_sop/checkpoints/best.ckpt
-	@echo "Demo report: $(CURDIR)/reports/quickstart_sop/report.md"
+# `avtoolkit test` ends with the line "Report: <absolute path of reports/quickstart_sop/report.md>".
 
 test: install system-deps ## Run the test suite (fast tests; `make test PYTEST_ARGS="-m slow"` for the long ones)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -42,6 +42,9 @@ lint: install ## ruff + mypy on the sources
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+
+docs: install ## Build the documentation site into site/ (strict: a broken link or reference fails)
+	$(BIN)/mkdocs build --strict
 
 benchmarks: install system-deps ## Speed and quality targets (each script exits non-zero on a miss)
 	@status=0; for script in bss_eval_speed sep_pipeline sep_quality seg_quality; do \

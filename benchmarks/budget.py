@@ -69,7 +69,10 @@ def budgeted_run(
         trainer.update(max_epochs=10_000, max_time=hms)
     trainer["default_root_dir"] = str(workdir / name)
     trainer["logger"]["init_args"]["save_dir"] = str(workdir / name)
-    trainer["callbacks"][0]["init_args"]["dirpath"] = str(workdir / name / "checkpoints")
+    # Only the checkpoint callback: a budgeted run writes nothing into the quick start's report folder.
+    [checkpoint] = [c for c in trainer["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    checkpoint["init_args"]["dirpath"] = str(workdir / name / "checkpoints")
+    trainer["callbacks"] = [checkpoint]
     if edit is not None:
         edit(config)
     path = workdir / f"{name}.yaml"

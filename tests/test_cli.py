@@ -104,14 +104,20 @@ def tiny_config(tmp_path: Path, root: Path) -> Path:
     return path
 
 
-def test_fit_test_and_reload_through_the_cli(synthetic_music, tmp_path):
+def test_fit_test_and_reload_through_the_cli(synthetic_music, tmp_path, capsys):
     config = tiny_config(tmp_path, synthetic_music)
     main(["fit", "--config", str(config)])
     best = tmp_path / "checkpoints" / "best.ckpt"
     assert best.is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # fit ends with the best checkpoint, its score, and the command that tests it
+    *_, line, hint = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(rf"Best checkpoint: {re.escape(str(best.resolve()))} \(val/sdr = -?[\d.]+(e-?\d+)?\)", line)
+    assert hint == f"Test it: avtoolkit test --config {config} --ckpt_path {best}"
     main(["test", "--config", str(config), "--ckpt_path", str(best)])
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| model |" in report and "SDRi" in report
+    # test ends with the report's path (the last line of `make demo`)
+    assert capsys.readouterr().out.splitlines()[-1] == f"Report: {(tmp_path / 'report' / 'report.md').resolve()}"
     task = AVSeparationTask.load_from_checkpoint(best)  # the CLI saved the network's config
     assert isinstance(task, AVSeparationTask)
     state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
@@ -142,8 +148,10 @@ def test_features_command_fills_the_caches_of_the_experiment_datamodule(avsbench
     }
     experiment = tmp_path / "experiment.yaml"  # only the data section is built: the model is never instantiated
     experiment.write_text(yaml.safe_dump({"model": {"class_path": "not.a.Task"}, "data": data}))
-    with pytest.raises(SystemExit, match=rf"error: {re.escape(str(experiment))}: .* set data\.init_args\.cache_dir"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["data", "features", str(experiment), "--device", "cpu"])
+    assert exit_info.value.code == 2
+    assert re.match(rf"error: {re.escape(str(experiment))}: .* set data\.init_args\.cache_dir", capsys.readouterr().err)
     overlay = tmp_path / "cache.yaml"
     overlay.write_text(yaml.safe_dump({"data": {"init_args": {"cache_dir": str(tmp_path / "cache")}}}))
     command = ["data", "features", str(experiment), "--overlay", str(overlay), "--device", "cpu"]
@@ -155,5 +163,7 @@ def test_features_command_fills_the_caches_of_the_experiment_datamodule(avsbench
     assert "log-mel: 7 entries, 0 computed now, 7 already cached" in capsys.readouterr().out
     trainer_only = tmp_path / "trainer.yaml"
     trainer_only.write_text(yaml.safe_dump({"trainer": {"max_epochs": 1}}))
-    with pytest.raises(SystemExit, match=re.escape(f"error: {trainer_only} has no `data` section")):
+    with pytest.raises(SystemExit) as exit_info:
         main(["data", "features", str(trainer_only)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {trainer_only} has no `data` section")

@@ -95,3 +95,12 @@ def test_backbone_pretraining_needs_pictures_and_steps(tmp_path):
     with pytest.raises(ValueError, match="images and steps must be >= 1"):
         pretrain_backbone(tmp_path / "w.pt", "test_resnet", images=0)
     assert not (tmp_path / "w.pt").exists()
+
+
+def test_an_unknown_backbone_is_one_error_naming_the_closest_timm_models(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "backbone", str(tmp_path / "w.pt"), "--backbone", "resnet81", "--images", "4"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: backbone 'resnet81' is not a timm model: did you mean resnet18")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "w.pt").exists()

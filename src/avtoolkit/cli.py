@@ -1,49 +1,62 @@
 """The ``avtoolkit`` command.
 
 ``avtoolkit fit|validate|test|predict --config ...`` is a thin :class:`~lightning.pytorch.cli.LightningCLI`
-over the toolkit's tasks and datamodules; ``avtoolkit data ...`` holds the dataset commands (generate the
-built-in synthetic datasets, prepare MUSIC/VGGSound from downloaded videos, check a dataset tree, fill an
-experiment's feature caches);
-``avtoolkit pretrain vggish|backbone`` pre-trains the audio encoder or an image backbone.
+over the toolkit's tasks and datamodules (:mod:`avtoolkit.training_cli`); ``avtoolkit data ...`` holds the dataset
+commands (generate the built-in synthetic datasets, prepare MUSIC/VGGSound from downloaded videos, check a dataset
+tree, fill an experiment's feature caches); ``avtoolkit pretrain vggish|backbone`` pre-trains the audio encoder or
+an image backbone; ``avtoolkit list models|configs`` lists the networks and the experiment configs.
+
+This module imports neither torch nor Lightning: ``avtoolkit --help``, ``avtoolkit data --help`` and the other
+light commands start at once, and each command imports what it needs when it runs.
+
+Errors. :func:`main` prints the errors a user can fix as one ``error: ...`` message on stderr, without a traceback,
+and exits with status 2. They are exactly:
+
+- :class:`avtoolkit.errors.UserError` (``DatasetError``, ``ConfigError``), raised anywhere: bad or missing data,
+  options, configs, weights or checkpoints, each message saying what, where and how to fix it;
+- the command line and config errors of the argument parsers (an unknown option or key gets the closest valid one);
+- :class:`avtoolkit.utils.imports.MissingDependencyError`: an optional package to install;
+- ``PermissionError`` and a full disk (``ENOSPC``, ``EDQUOT``): the system refuses a write the user asked for.
+
+Every other exception is a bug and keeps its traceback (``FileNotFoundError`` and ``ValueError`` included: the
+toolkit raises a ``UserError`` for a path or value the user gave). ``--debug`` anywhere on the command line, or
+``AVTOOLKIT_DEBUG=1``, shows the traceback of user errors too. Ctrl-C prints one line and exits with status 130.
 """
 
+import argparse
+import difflib
+import errno
+import inspect
+import os
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
-
-import yaml
-from jsonargparse import auto_cli
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from typing import TYPE_CHECKING, Any, Literal
 
 from avtoolkit import __version__
-from avtoolkit.data.datamodules import BaseAVDataModule
-from avtoolkit.tasks.base import BaseAVTask
+from avtoolkit.errors import ConfigError, UserError
+from avtoolkit.utils.imports import MissingDependencyError
+
+if TYPE_CHECKING:
+    from avtoolkit.training_cli import AVToolkitCLI
 
 DESCRIPTION = (
     "avtoolkit: audio-visual segmentation and source separation on PyTorch Lightning. "
     "Train/evaluate with `avtoolkit fit|validate|test|predict --config configs/experiment/NAME.yaml`; "
-    "dataset commands: `avtoolkit data --help`; encoder pre-training: `avtoolkit pretrain --help`."
+    "dataset commands: `avtoolkit data --help`; encoder pre-training: `avtoolkit pretrain --help`; "
+    "the networks and configs: `avtoolkit list models|configs`; all commands: `avtoolkit --help`."
 )
 
+TRAINING_COMMANDS = {
+    "fit": "Train: avtoolkit fit --config configs/experiment/NAME.yaml",
+    "validate": "Evaluate a checkpoint on the validation split (--ckpt_path FILE)",
+    "test": "Evaluate a checkpoint on the test split and write the report (--ckpt_path FILE)",
+    "predict": "Predict masks or separated sources with a checkpoint (--ckpt_path FILE)",
+}
 
-class AVToolkitCLI(LightningCLI):
-    """LightningCLI with the toolkit's task and datamodule base classes (any subclass via ``class_path``)."""
-
-
-class LoggerSaveConfigCallback(SaveConfigCallback):
-    """Save the parsed config next to the logs, and give it to every attached logger.
-
-    Each logger receives the whole config (a plain dict) as the ``config`` hyperparameter through its own
-    ``log_hyperparams``: W&B shows it in the run's config, TensorBoard in its hparams, CSV writes it to
-    ``hparams.yaml``. (A separate key: the task's own hyperparameters, logged by Lightning, also have a ``model``.)
-    """
-
-    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Send the parsed config to the loggers (called on rank zero only)."""
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
-        for logger in trainer.loggers:
-            logger.log_hyperparams({"config": config})
+DEBUG_ENV = "AVTOOLKIT_DEBUG"
+"""Set to 1 to show the traceback of every error (as ``--debug`` does)."""
 
 
 def synth(
@@ -129,34 +142,29 @@ def prepare(
         workers: Processes decoding videos (default: all cores).
         progress: Show a progress bar.
     """
-    from avtoolkit.data.errors import DatasetError
     from avtoolkit.data.prepare import prepare_separation
 
-    try:
-        report = prepare_separation(
-            videos,
-            [id_list, *(extra_lists or [])],
-            out,
-            format=format,
-            train_ids=train_ids,
-            val_ids=val_ids,
-            test_ids=test_ids,
-            keep_first=keep_first,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            duets=duets,
-            sample_rate=sample_rate,
-            fps=fps,
-            short_side=short_side,
-            min_seconds=min_seconds,
-            jpeg_quality=jpeg_quality,
-            workers=workers,
-            progress=progress,
-        )
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from err
+    report = prepare_separation(  # a DatasetError (malformed list, leak, foreign out folder) exits 2 in main()
+        videos,
+        [id_list, *(extra_lists or [])],
+        out,
+        format=format,
+        train_ids=train_ids,
+        val_ids=val_ids,
+        test_ids=test_ids,
+        keep_first=keep_first,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        duets=duets,
+        sample_rate=sample_rate,
+        fps=fps,
+        short_side=short_side,
+        min_seconds=min_seconds,
+        jpeg_quality=jpeg_quality,
+        workers=workers,
+        progress=progress,
+    )
     print(report.format())
     if not report.ok:
         raise SystemExit(1)
@@ -216,12 +224,12 @@ def features(
             from avtoolkit.models.encoders.vggish import VGGish
 
             encoder = VGGish(str(vggish_weights), vggish_width, freeze=True)
-    except (ValueError, FileNotFoundError) as err:  # DatasetError is a ValueError
-        raise SystemExit(f"error: {err}") from err
+    except (ValueError, FileNotFoundError) as err:  # the config files' and the weights' problems
+        raise ConfigError(str(err)) from err
     try:
         summary = compute_features(datamodule, vggish=encoder, device=device)
     except ValueError as err:  # no cache configured, or a tree that does not match its layout
-        raise SystemExit(f"error: {names}: {err}") from err
+        raise ConfigError(f"{names}: {err}") from err
     print(summary.format())
 
 
@@ -291,43 +299,381 @@ def backbone(
     )
 
 
-def lightning_cli(args: list[str] | None = None, run: bool = True) -> AVToolkitCLI:
+# -- discovery ------------------------------------------------------------------------------------------------
+
+
+def network_classes() -> dict[str, type]:
+    """Every network a task can take, by class name: the SegmentationModel and SeparationModel subclasses.
+
+    Imports every module of :mod:`avtoolkit.models.segmentation` and :mod:`avtoolkit.models.separation` (so that
+    the argument parsers also know them by their short names).
+    """
+    import importlib
+    import pkgutil
+
+    from avtoolkit.models import segmentation, separation
+    from avtoolkit.models.segmentation.base import SegmentationModel
+    from avtoolkit.models.separation.base import SeparationModel
+
+    for package in (segmentation, separation):
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    found: dict[str, type] = {}
+    pending: list[type] = [SegmentationModel, SeparationModel]
+    while pending:
+        subclass: type
+        for subclass in pending.pop().__subclasses__():
+            pending.append(subclass)
+            module = subclass.__module__
+            if module.startswith("avtoolkit.models.") and not module.endswith(".base"):
+                found.setdefault(subclass.__name__, subclass)
+    return dict(sorted(found.items()))
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().split("\n", 1)[0].strip()
+
+
+def _one_line(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def models() -> None:
+    """List the networks (the model of a segmentation or separation task), one line each."""
+    from avtoolkit.models.segmentation.base import SegmentationModel
+
+    networks = network_classes()
+    width = max(len(name) for name in networks) + 2
+    groups = {
+        "Segmentation networks (model.init_args.model of avtoolkit.tasks.segmentation.AVSegmentationTask):": [
+            name for name, cls in networks.items() if issubclass(cls, SegmentationModel)
+        ],
+        "Separation networks (model.init_args.model of avtoolkit.tasks.separation.AVSeparationTask):": [
+            name for name, cls in networks.items() if not issubclass(cls, SegmentationModel)
+        ],
+    }
+    for title, names in groups.items():
+        print(title)
+        for name in names:
+            print(f"  {name:<{width}}{_one_line(_first_line(networks[name].__doc__), 116 - width)}")
+    print("Options of one: avtoolkit fit --model.help NAME")
+
+
+def config_description(path: Path) -> str:
+    """The first sentence of a config's leading comment block (a config's description)."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if not text:
+            break
+        lines.append(text)
+    header = " ".join(lines)
+    end = re.search(r"[.!?](\s|$)", header)
+    return header[: end.start() + 1] if end else header
+
+
+def configs(folder: Path | None = None) -> None:
+    """List the experiment configs (`avtoolkit fit --config FILE`), one line each: name and description.
+
+    Args:
+        folder: Folder of the configs (default: configs/experiment under the current directory; the configs ship
+            with the source checkout, not with an installed package).
+    """
+    if folder is None:
+        folder = Path("configs") / "experiment"
+        checkout = Path(__file__).resolve().parents[2] / "configs" / "experiment"
+        if not folder.is_dir() and checkout.is_dir():
+            print(f"(no configs/experiment in {Path.cwd()}: listing the source checkout's, {checkout})")
+            folder = checkout
+    if not folder.is_dir():
+        raise ConfigError(
+            f"no experiment configs in {folder}: they ship with the source checkout (its configs/experiment), not "
+            "with the installed package. Run this from the checkout, or pass --folder"
+        )
+    paths = sorted(folder.glob("*.yaml"))
+    if not paths:
+        raise ConfigError(f"{folder} holds no .yaml config")
+    width = max(len(path.stem) for path in paths) + 2
+    for path in paths:
+        print(f"{path.stem:<{width}}{_one_line(config_description(path), 118 - width)}")
+    print(f"Train with one: avtoolkit fit --config {folder}/NAME.yaml")
+
+
+# -- the training CLI -----------------------------------------------------------------------------------------
+
+
+def lightning_cli(args: list[str] | None = None, run: bool = True) -> "AVToolkitCLI":
     """The training CLI: parse ``args`` (default: the command line), instantiate, and run the subcommand.
 
     With ``run=False`` the arguments are parsed and the trainer, task and datamodule built, without a
-    subcommand (handy in notebooks and tests).
+    subcommand (handy in notebooks and tests). See :func:`avtoolkit.training_cli.lightning_cli`.
     """
-    return AVToolkitCLI(
-        BaseAVTask,
-        BaseAVDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        save_config_callback=LoggerSaveConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": DESCRIPTION, "version": __version__},
-        args=args,
-        run=run,
-    )
+    from avtoolkit.training_cli import lightning_cli as build
+
+    return build(args, run)
+
+
+def __getattr__(name: str) -> Any:
+    """``AVToolkitCLI`` and ``LoggerSaveConfigCallback`` live in :mod:`avtoolkit.training_cli` (imports Lightning)."""
+    if name in ("AVToolkitCLI", "LoggerSaveConfigCallback"):
+        from avtoolkit import training_cli
+
+        return getattr(training_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -- errors ---------------------------------------------------------------------------------------------------
+
+
+def did_you_mean(word: str, candidates: list[str] | tuple[str, ...] | set[str] | dict[str, Any]) -> str:
+    """`` did you mean X?`` (the closest candidates), or ``""`` when none is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=2, cutoff=0.6)
+    return f" did you mean {' or '.join(close)}?" if close else ""
+
+
+_WORKER = re.compile(r"Caught \w+ in DataLoader worker process (\d+)\.\nOriginal Traceback")
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """The ``error: ...`` message of an error the user can fix (see the module doc), ``None`` for a bug."""
+    if isinstance(error, UserError | MissingDependencyError):
+        text = str(error)
+    elif isinstance(error, argparse.ArgumentError):
+        text = clean_parser_message(str(error))
+    elif isinstance(error, PermissionError) or (
+        isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    ):
+        where = f": {error.filename}" if error.filename else ""
+        text = f"{error.strerror or error}{where}"
+    else:
+        return None
+    # An error raised in a DataLoader worker comes back with the worker's traceback in its message: keep the
+    # message of the error itself (the last line naming its type; chained causes come before it).
+    worker = _WORKER.match(text)
+    if worker:
+        name = re.escape(type(error).__name__)
+        last = [*re.finditer(rf"^(?:[\w.]+\.)?{name}: ", text, re.M)][-1:]
+        if last:
+            text = text[last[0].end() :].strip() + f" (in DataLoader worker process {worker.group(1)})"
+    return "error: " + text.strip()
+
+
+def clean_parser_message(message: str) -> str:
+    """A jsonargparse message without its noise: the Union bookkeeping, and given values cut to one short line."""
+    kept = []
+    for line in message.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("Subtypes:", "Given value type:", "- Expected a <class 'NoneType'>")):
+            continue
+        if stripped.startswith("Given value:") and len(line) > 160:
+            line = line[:157] + "..."
+        kept.append(line)
+    return "\n".join(kept)
+
+
+def _parse_error(
+    error: argparse.ArgumentError, command: str, options: dict[str, Callable[..., Any]], argv: list[str]
+) -> ConfigError:
+    """A command's parse error with the closest valid subcommand or option, and where to find the options."""
+    message = str(error)
+    choice = re.match(r"argument subcommand: invalid choice: '([^']*)'", message)
+    if choice:
+        hint = did_you_mean(choice.group(1), options)
+        return ConfigError(
+            f"unknown command `{command} {choice.group(1)}`;{hint or ''} the commands: {', '.join(options)}"
+            f" (avtoolkit {command} --help)"
+        )
+    chosen = next((name for name in argv if name in options), None)
+    unknown = re.match(r"unrecognized arguments: (--[\w.-]+)", message)
+    help_command = f"avtoolkit {command}" + (f" {chosen}" if chosen else "")
+    if unknown:
+        parameters = []
+        for function in [options[chosen]] if chosen else list(options.values()):
+            parameters += [f"--{name}" for name in inspect.signature(function).parameters]
+        return ConfigError(
+            f"unknown option {unknown.group(1)}:{did_you_mean(unknown.group(1), parameters) or ''} "
+            f"(the options: {help_command} --help)"
+        )
+    return ConfigError(f"{clean_parser_message(message)}\n(the options: {help_command} --help)")
+
+
+# -- main -----------------------------------------------------------------------------------------------------
+
+
+def _help() -> str:
+    def rows(pairs: dict[str, str]) -> list[str]:
+        return [f"  {name:<20}{text}" for name, text in pairs.items()]
+
+    data = {
+        "data synth": "Generate a built-in synthetic dataset (music, s4, ms3, avss layouts)",
+        "data prepare": "Prepare MUSIC / MUSIC-21 / VGGSound from downloaded videos and an id list",
+        "data check": "Check a dataset tree against its layout",
+        "data features": "Fill an experiment's feature caches ahead of training",
+    }
+    pretrain = {
+        "pretrain vggish": "Pre-train VGGish on an S4-layout tree (a model's audio_weights)",
+        "pretrain backbone": "Pre-train an image backbone on synthetic pictures (a model's backbone_weights)",
+    }
+    evaluation = {
+        "robustness": "Evaluate checkpoints under negative audio, noise, corrupted frames and absent sources",
+    }
+    listing = {
+        "list models": "The networks, one line each (their options: avtoolkit fit --model.help NAME)",
+        "list configs": "The experiment configs, one line each",
+    }
+    lines = [
+        "usage: avtoolkit COMMAND [options]        (avtoolkit COMMAND --help: the options of a command)",
+        "",
+        "avtoolkit: audio-visual segmentation and source separation on PyTorch Lightning.",
+        "",
+        "Training and evaluation (a config of `avtoolkit list configs`; the options: avtoolkit fit --help):",
+        *rows(TRAINING_COMMANDS),
+        "",
+        "Datasets (avtoolkit data --help):",
+        *rows(data),
+        "",
+        "Encoder pre-training (avtoolkit pretrain --help):",
+        *rows(pretrain),
+        "",
+        "Robustness (avtoolkit robustness --help):",
+        *rows(evaluation),
+        "",
+        "Discovery:",
+        *rows(listing),
+        "",
+        "Options:",
+        *rows(
+            {
+                "-h, --help": "Show this help and exit",
+                "--version": "Show the version and exit",
+                "--debug": f"Show the traceback of an error (or set {DEBUG_ENV}=1)",
+            }
+        ),
+        "",
+        "An error you can fix (option, config, file, data, weights, checkpoint) prints one `error:` message and",
+        "exits with status 2; Ctrl-C exits with 130.",
+    ]
+    return "\n".join(lines)
+
+
+def robustness(
+    experiment: Path | list[Path],
+    ckpt_path: Path | list[Path],
+    corruptions: list[str] | None = None,
+    severities: list[int] | None = None,
+    out: Path | None = None,
+    seed: int = 0,
+    backend: Literal["fast", "mir_eval"] = "fast",
+    limit_batches: int | None = None,
+    device: str | None = None,
+) -> None:
+    """Evaluate checkpoints on their test split, clean and under each corruption, and write a report with figures.
+
+    Segmentation: negative audio (silence, noise at the clip's loudness, an off-screen sound; scored by FPR, the
+    fraction of pixels predicted as foreground), audio noise at 20/10/0 dB SNR, corrupted frames (noise, blur,
+    occlusion, black frames) at three severities. Separation: an absent-source query (its estimate's energy relative
+    to the mixture), a noisy mixture, corrupted or blank query pictures, two queries of one class; DGFNet's gate σ.
+    Writes report.md, metrics.json and one figure per corruption into reports/<experiment>/robustness.
+
+    Args:
+        experiment: The experiment config the checkpoints were trained with, or one config per checkpoint.
+        ckpt_path: The checkpoint to evaluate, or a list of them (one comparison table).
+        corruptions: Which corruptions to run (default: all of the task's; the report lists their names).
+        severities: Severities from 0 (clean: reproduces the clean metrics) to 3 (default: 1 2 3).
+        out: Report folder (default: reports/<experiment name>/robustness); replaced atomically.
+        seed: Seed of the corruptions and of the donor clips.
+        backend: BSS Eval implementation for separation: fast (within 0.01 dB of mir_eval) or mir_eval.
+        limit_batches: Evaluate only the first N test batches (a quick look).
+        device: Where the models run (default: cuda when available, else cpu).
+    """
+    from avtoolkit.robustness import run_robustness
+
+    folder = run_robustness(experiment, ckpt_path, corruptions, severities, out, seed, backend, limit_batches, device)
+    print(f"Report: {folder / 'report.md'}")
+
+
+DATA_COMMANDS: list[Callable[..., None]] = [synth, prepare, check, features]
+PRETRAIN_COMMANDS: dict[str, Callable[..., None]] = {"vggish": vggish, "backbone": backbone}
+LIST_COMMANDS: list[Callable[..., None]] = [models, configs]
+
+
+def _auto_cli(
+    command: str, functions: dict[str, Callable[..., None]], description: str, argv: list[str], single: bool = False
+) -> None:
+    """Run ``functions`` as ``avtoolkit COMMAND SUBCOMMAND`` (or, with ``single``, its one function as ``COMMAND``)."""
+    from jsonargparse import auto_cli
+
+    components: Any = next(iter(functions.values())) if single else functions
+    try:
+        auto_cli(
+            components,
+            args=argv,
+            description=description,
+            version=__version__,
+            prog=f"avtoolkit {command}",
+            exit_on_error=False,
+        )
+    except argparse.ArgumentError as err:
+        raise _parse_error(err, command, functions, argv) from err
+
+
+def _run(argv: list[str]) -> None:
+    command = argv[0] if argv else ""
+    if command in ("-h", "--help"):
+        print(_help())
+        raise SystemExit(0)
+    if command == "--version":
+        print(f"avtoolkit {__version__}")
+        raise SystemExit(0)
+    if not command:
+        print(_help())
+        raise SystemExit(2)
+    if command == "data":
+        functions = {f.__name__: f for f in DATA_COMMANDS}
+        _auto_cli(command, functions, "avtoolkit dataset commands", argv[1:])
+    elif command == "pretrain":
+        _auto_cli(command, PRETRAIN_COMMANDS, "avtoolkit encoder pre-training", argv[1:])
+    elif command == "list":
+        functions = {f.__name__: f for f in LIST_COMMANDS}
+        _auto_cli(command, functions, "list the networks and the experiment configs", argv[1:])
+    elif command == "robustness":
+        _auto_cli(command, {"robustness": robustness}, "avtoolkit robustness suite", argv[1:], single=True)
+    elif command in TRAINING_COMMANDS or command.startswith("-"):
+        lightning_cli(argv)
+    else:
+        commands = [*TRAINING_COMMANDS, "data", "pretrain", "robustness", "list"]
+        raise ConfigError(
+            f"unknown command {command!r}:{did_you_mean(command, commands) or ''} the commands: {', '.join(commands)} "
+            "(avtoolkit --help)"
+        )
+
+
+def debug_requested(argv: list[str]) -> bool:
+    """Whether the traceback of user errors is wanted: ``--debug`` in ``argv`` (removed from it) or the env var."""
+    flag = "--debug" in argv
+    while "--debug" in argv:
+        argv.remove("--debug")
+    return flag or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the ``avtoolkit`` command with ``args`` (default: ``sys.argv[1:]``)."""
+    """Run the ``avtoolkit`` command with ``args`` (default: ``sys.argv[1:]``); see the module doc for errors."""
     argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] == ["data"]:
-        auto_cli(
-            [synth, prepare, check, features],
-            args=argv[1:],
-            description="avtoolkit dataset commands",
-            version=__version__,
-        )
-        return
-    if argv[:1] == ["pretrain"]:
-        auto_cli(
-            {"vggish": vggish, "backbone": backbone},
-            args=argv[1:],
-            description="avtoolkit encoder pre-training",
-            version=__version__,
-        )
-        return
-    lightning_cli(args)
+    debug = debug_requested(argv)
+    try:
+        _run(argv)
+    except KeyboardInterrupt as interrupt:
+        if debug:
+            raise
+        detail = str(interrupt)
+        print(f"interrupted{': ' + detail if detail else ''}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None or debug:
+            raise
+        sys.stdout.flush()
+        print(message, file=sys.stderr)
+        raise SystemExit(2) from None

@@ -16,6 +16,7 @@ clips) and trains a timm backbone to name every object a picture shows (multi-la
 state dict (without the classifier) for the models' ``backbone_weights``.
 """
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from avtoolkit.data.datamodules import SegmentationDataModule, Split
 from avtoolkit.data.synth.assets import Assets, find_assets
 from avtoolkit.data.synth.pictures import PICTURES, check_pictures
 from avtoolkit.data.synth.scenes import still_scene
+from avtoolkit.errors import ConfigError, DatasetError
 from avtoolkit.models.encoders.vggish import VGGish
 from avtoolkit.utils.files import atomic_path
 from avtoolkit.utils.processes import map_in_processes
@@ -107,7 +109,7 @@ def _log_mel_and_labels(datamodule: SegmentationDataModule, split: Split, batch_
         windows.append(batch[AUDIO])
         labels.append(batch[LABELS])
     if not windows:
-        raise ValueError(f"{datamodule.root}: the {split} split has no clips")
+        raise DatasetError(f"{datamodule.root}: the {split} split has no clips; pre-train on a tree with {split} clips")
     return torch.cat(windows), torch.cat(labels)
 
 
@@ -136,10 +138,11 @@ def pretrain_vggish(
         progress: Show a progress bar.
 
     Raises:
-        ValueError: The training split has fewer than two categories or ``steps`` < 1.
+        DatasetError: ``root`` is not a readable S4-layout tree, or its training split has fewer than two categories.
+        ConfigError: ``steps`` < 1.
     """
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise ConfigError(f"steps must be >= 1, got {steps}")
     torch.manual_seed(seed)
     # Frames are read but unused: the smallest size keeps that cheap.
     datamodule = SegmentationDataModule("s4", root, image_size=8, batch_size=batch_size, num_workers=num_workers)
@@ -147,7 +150,9 @@ def pretrain_vggish(
     val_x, val_y = _log_mel_and_labels(datamodule, "val", batch_size)
     n_categories = int(torch.cat([train_y, val_y]).max()) + 1
     if train_y.unique().numel() < 2:
-        raise ValueError(f"{root}: the training split has {train_y.unique().numel()} category; need at least 2")
+        raise DatasetError(
+            f"{root}: the training split has {train_y.unique().numel()} category; VGGish needs at least 2 to learn"
+        )
     model = _ClipClassifier(VGGish(None, width), n_categories)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
 
@@ -230,11 +235,15 @@ def pretrain_backbone(
         progress: Show progress bars.
 
     Raises:
-        ValueError: ``images`` < 1 or ``steps`` < 1.
+        ConfigError: ``images`` < 1, ``steps`` < 1, or ``backbone`` is not a timm model.
         DatasetError: An asset is missing (the message names the package to install).
     """
     if images < 1 or steps < 1:
-        raise ValueError(f"images and steps must be >= 1, got images={images}, steps={steps}")
+        raise ConfigError(f"images and steps must be >= 1, got images={images}, steps={steps}")
+    if not timm.is_model(backbone):
+        close = difflib.get_close_matches(backbone, timm.list_models(), n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else "see timm.list_models() for the names"
+        raise ConfigError(f"backbone {backbone!r} is not a timm model: {hint}")
     assets = find_assets()
     check_pictures(list(PICTURE_NAMES), assets)
     # Training and validation pictures from different seeds: no picture is in both.

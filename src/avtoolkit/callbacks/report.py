@@ -1,4 +1,8 @@
-"""A report folder at the end of testing a separation model: metrics table, spectrograms, separated audio."""
+"""A report folder at the end of testing: metrics table, ``metrics.json`` and a figure of a few test examples.
+
+:class:`SeparationReport` (SDR/SIR/SAR, spectrograms, separated audio) and :class:`SegmentationReport` (M_J/M_F
+or mIoU/F, frames with their predicted and true masks).
+"""
 
 import copy
 import json
@@ -12,8 +16,10 @@ from torch import Tensor
 
 from avtoolkit.analysis.per_class import per_class_sdr
 from avtoolkit.data.audio import Spectrogram
-from avtoolkit.data.batch import LABELS, MIXTURE, SOURCES
+from avtoolkit.data.batch import FRAMES, LABELS, MASK_VALID, MASKS, MIXTURE, SOURCES
+from avtoolkit.metrics.segmentation import SemanticSegmentationMetrics
 from avtoolkit.metrics.separation import PROTOCOLS
+from avtoolkit.tasks.segmentation import AVSegmentationTask
 from avtoolkit.tasks.separation import AVSeparationTask
 from avtoolkit.utils.files import atomic_path
 
@@ -36,6 +42,11 @@ class SeparationReport(Callback):
         self.dirpath = Path(dirpath)
         self.n_examples = n_examples
         self.examples: list[dict[str, Tensor]] = []
+
+    @property
+    def report_path(self) -> Path:
+        """The report's ``report.md`` (written at the end of each test run)."""
+        return self.dirpath / "report.md"
 
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start collecting examples."""
@@ -196,3 +207,171 @@ class SeparationReport(Callback):
             "",
         ]
         return "\n".join(lines)
+
+
+class SegmentationReport(Callback):
+    """Write ``report.md``, ``metrics.json`` and ``examples.png`` (test frames with predicted and true masks).
+
+    Binary tasks (S4, MS3) report M_J and M_F; semantic ones (AVSS) mIoU and mean F with and without the
+    background, and per class. ``metrics.json`` holds the task's test metrics and its protocol. Works with any
+    logger (or none), on rank zero. Needs an :class:`~avtoolkit.tasks.segmentation.AVSegmentationTask`.
+
+    Args:
+        dirpath: Report folder (replaced atomically at the end of each test run). Default: ``report`` in the
+            run's log folder (the logger's ``log_dir``, else the trainer's ``default_root_dir``).
+        n_examples: Test clips drawn in ``examples.png`` (each: a column per annotated frame; rows frame,
+            prediction, ground truth).
+    """
+
+    def __init__(self, dirpath: str | None = None, n_examples: int = 4) -> None:
+        super().__init__()
+        self.dirpath = None if dirpath is None else Path(dirpath)
+        self.n_examples = n_examples
+        self.examples: list[dict[str, Tensor]] = []
+        self._folder: Path | None = self.dirpath
+
+    @property
+    def report_path(self) -> Path | None:
+        """The report's ``report.md`` (``None`` before a test run when the folder follows the trainer)."""
+        return None if self._folder is None else self._folder / "report.md"
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start collecting examples."""
+        self.examples = []
+        self._folder = self.dirpath or Path(trainer.log_dir or trainer.default_root_dir) / "report"
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Keep the first ``n_examples`` clips that have a ground truth, with their predicted masks."""
+        wanted = self.n_examples - len(self.examples)
+        scores = outputs.get("scores") if isinstance(outputs, dict) else None
+        if wanted <= 0 or not isinstance(scores, Tensor) or not isinstance(pl_module, AVSegmentationTask):
+            return
+        prediction = (scores[:, :, 0] > 0).long() if pl_module.num_classes == 1 else scores.argmax(2)
+        for i in range(prediction.shape[0]):
+            if len(self.examples) >= self.n_examples or not bool(batch[MASK_VALID][i].any()):
+                continue
+            self.examples.append(
+                {
+                    "frames": batch[FRAMES][i].detach().float().cpu(),
+                    "prediction": prediction[i].detach().cpu(),
+                    "truth": batch[MASKS][i].detach().cpu(),
+                    "valid": batch[MASK_VALID][i].detach().cpu(),
+                }
+            )
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Write the report (runs before the task logs and resets its metrics)."""
+        if not isinstance(pl_module, AVSegmentationTask):
+            raise TypeError(f"SegmentationReport needs an AVSegmentationTask, got {type(pl_module).__name__}")
+        metrics = pl_module.test_metrics
+        summary = {name: float(value) for name, value in metrics.compute().items()}
+        per_class = metrics.per_class() if isinstance(metrics, SemanticSegmentationMetrics) else None
+        protocol = str(getattr(metrics, "protocol", "default"))
+        if not trainer.is_global_zero:
+            return
+        folder = self._folder or Path(trainer.default_root_dir) / "report"
+        class_names = _segmentation_class_names(trainer, pl_module.num_classes)
+        with atomic_path(folder) as tmp:
+            tmp.mkdir(parents=True)
+            (tmp / "metrics.json").write_text(json.dumps({"protocol": protocol, **summary}, indent=2) + "\n")
+            self._write_figure(tmp / "examples.png", pl_module.num_classes)
+            (tmp / "report.md").write_text(
+                self._markdown(summary, per_class, class_names, type(pl_module.model).__name__, protocol)
+            )
+        print(f"Segmentation report written to {folder.resolve()}/report.md")
+
+    def _write_figure(self, path: Path, num_classes: int) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from avtoolkit.callbacks.media import overlay_image
+
+        grids = [
+            overlay_image(e["frames"], e["prediction"], e["truth"], e["valid"], num_classes) for e in self.examples
+        ]
+        fig, axes = plt.subplots(max(len(grids), 1), 1, figsize=(8, 2.6 * max(len(grids), 1)), squeeze=False)
+        for i, ax in enumerate(axes[:, 0]):
+            ax.axis("off")
+            if i < len(grids):
+                ax.imshow(grids[i])
+                ax.set_title(f"test clip {i + 1}: frames, predicted masks, ground truth (top to bottom)", fontsize=8)
+            else:
+                ax.set_title("no test clip with a ground-truth mask", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    def _markdown(
+        self,
+        summary: dict[str, float],
+        per_class: dict[str, Tensor] | None,
+        class_names: list[str],
+        model_name: str,
+        protocol: str,
+    ) -> str:
+        lines = ["# Segmentation report", "", f"Model: `{model_name}`; metric protocol: `{protocol}`.", ""]
+        if "mj" in summary:  # binary masks (S4, MS3)
+            lines += [
+                f"Test frames with a ground truth: {int(summary['n_frames'])} (M_F over the "
+                f"{int(summary['n_frames_f'])} whose mask is not empty).",
+                "",
+                "| | M_J (Jaccard) | M_F (F-measure, β² = 0.3) |",
+                "|---|---:|---:|",
+                f"| model | {summary['mj']:.4f} | {summary['mf']:.4f} |",
+                "",
+            ]
+            if summary.get("mf_threshold") == summary.get("mf_threshold"):  # not NaN
+                lines += [f"M_F at the dataset-level threshold {summary['mf_threshold']:.3f}.", ""]
+        else:  # class maps (AVSS)
+            lines += [
+                f"Test frames with a ground truth: {int(summary['n_frames'])}; classes seen: "
+                f"{int(summary['n_classes_seen'])}.",
+                "",
+                "| | mIoU | mean F (β² = 0.3) |",
+                "|---|---:|---:|",
+                f"| with background | {summary['miou']:.4f} | {summary['mf']:.4f} |",
+                f"| without background | {summary['miou_no_bg']:.4f} | {summary['mf_no_bg']:.4f} |",
+                "",
+            ]
+            if per_class is not None:
+                seen = [int(c) for c in torch.nonzero(per_class["count"] > 0).flatten()]
+                lines += ["## Per class", "", "| class | frames | IoU | F |", "|---|---:|---:|---:|"]
+                for c in seen:
+                    name = class_names[c] if c < len(class_names) else f"class {c}"
+                    count, iou, f = int(per_class["count"][c]), float(per_class["iou"][c]), float(per_class["f"][c])
+                    lines.append(f"| {name} | {count} | {iou:.4f} | {f:.4f} |")
+                lines.append("")
+        lines += [
+            "## Examples",
+            "",
+            f"`examples.png`: {len(self.examples)} test clips, a column per annotated frame; rows: the frame, the "
+            "predicted mask, the ground truth.",
+            "",
+            "![examples](examples.png)",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def _segmentation_class_names(trainer: Trainer, num_classes: int) -> list[str]:
+    """The class names of an AVSS datamodule's tree (``label2idx.json``); none for binary masks or elsewhere."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if num_classes == 1 or getattr(datamodule, "dataset", None) != "avss":
+        return []
+    from avtoolkit.data.avsbench_layout import AVSS_LABELS, read_label2idx
+    from avtoolkit.errors import UserError
+
+    try:
+        return list(read_label2idx(Path(datamodule.root) / AVSS_LABELS))  # type: ignore[union-attr]
+    except UserError:
+        return []

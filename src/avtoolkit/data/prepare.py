@@ -1,4 +1,4 @@
-"""Prepare MUSIC / MUSIC-21 / VGGSound from downloaded videos and a published id list (specs/data.md).
+"""Prepare MUSIC / MUSIC-21 / VGGSound from downloaded videos and a published id list.
 
 The published datasets are lists of YouTube ids; users download the videos themselves.
 :func:`prepare_separation` turns a folder of downloaded videos plus the id list into the prepared layout that
@@ -76,11 +76,12 @@ from typing import Any, Literal, get_args
 import soundfile as sf
 from PIL import Image
 
-from avtoolkit.data.audio import audio_info
+from avtoolkit.data.audio_files import audio_info
 from avtoolkit.data.check import CheckReport, SplitRow, check_splits, check_tree
 from avtoolkit.data.errors import DatasetError
 from avtoolkit.data.music import COLUMNS, SPLITS, Split
 from avtoolkit.data.video import VIDEO_EXTENSIONS, decode_audio_track, decode_video, open_media
+from avtoolkit.errors import ConfigError
 from avtoolkit.utils.files import atomic_path
 from avtoolkit.utils.imports import lazy_import
 from avtoolkit.utils.processes import map_in_processes
@@ -280,10 +281,11 @@ def prepare_separation(
     Raises:
         DatasetError: a malformed id or split list, an unknown format, ids in two split lists (without
             ``keep_first``), or an ``out`` that is not a tree prepared with these settings.
+        ConfigError: an option out of its range (fractions, rates, sizes, JPEG quality, duets).
     """
     _check_arguments(val_fraction, test_fraction, sample_rate, fps, short_side, min_seconds, jpeg_quality)
     if duets not in get_args(DuetPolicy):
-        raise ValueError(f"duets must be 'separate' or 'skip', got {duets!r}")
+        raise ConfigError(f"duets must be 'separate' or 'skip', got {duets!r}")
     videos, out = Path(videos), Path(out)
     lists = [Path(id_list)] if isinstance(id_list, str | Path) else [Path(p) for p in id_list]
     if not lists:
@@ -875,16 +877,16 @@ def _check_arguments(
     jpeg_quality: int,
 ) -> None:
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(
+        raise ConfigError(
             f"val_fraction and test_fraction must be in [0, 1) with a sum below 1, got "
             f"{val_fraction} and {test_fraction}"
         )
     if sample_rate <= 0 or fps <= 0 or min_seconds < 0:
-        raise ValueError(
+        raise ConfigError(
             f"sample_rate and fps must be positive and min_seconds not negative, got {sample_rate}, "
             f"{fps}, {min_seconds}"
         )
     if short_side is not None and short_side <= 0:
-        raise ValueError(f"short_side must be positive or None, got {short_side}")
+        raise ConfigError(f"short_side must be positive or None, got {short_side}")
     if not 1 <= jpeg_quality <= 100:
-        raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
+        raise ConfigError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")

@@ -1,4 +1,4 @@
-"""Offline real-media synthetic audio-visual datasets in the official layouts (specs/data.md).
+"""Offline real-media synthetic audio-visual datasets in the official layouts.
 
 :func:`generate` writes one dataset: ``"music"`` (MUSIC-style separation set), ``"s4"``, ``"ms3"`` (AVSBench
 object) or ``"avss"`` (AVSBench-semantic), from FluidSynth sounds, emoji and clip-art pictures, and real
@@ -15,6 +15,7 @@ from avtoolkit.data.synth.layouts import (
     SIZES,
     Layout,
     Size,
+    SynthInterrupted,
     generate,
     plan,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "Category",
     "Layout",
     "Size",
+    "SynthInterrupted",
     "generate",
     "plan",
 ]

@@ -1,10 +1,15 @@
-"""The synthetic datasets in the official on-disk layouts (specs/data.md), and :func:`generate`.
+"""The synthetic datasets in the official on-disk layouts, and :func:`generate`.
 
 Every clip is planned up front from the seed (split, name, which categories sound and which are silent
 distractors), then rendered by a pool of processes, each clip from its own random generator seeded by
 ``(seed, layout, split, index)``: the files do not depend on the number of workers. The tree is built in a
 temporary folder next to ``root`` and renamed into place when complete, with a ``manifest.json`` (parameters,
 clips, SHA-256 of every file) that makes a re-run with the same parameters a no-op.
+
+An interrupted run (Ctrl-C, or the process killed) keeps its temporary folder, named after the parameters, the
+generator version and the library versions: each clip finished there has a record (its files' SHA-256 and its
+objects), and the next run with the same parameters renders only the clips without one (a record whose files no
+longer match is redone). The tree and its manifest are byte for byte those of an uninterrupted run.
 """
 
 import csv
@@ -12,6 +17,7 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,12 +27,13 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-from avtoolkit.data.avsbench import voc_palette
+from avtoolkit.data.avsbench_layout import voc_palette_array
 from avtoolkit.data.errors import DatasetError
 from avtoolkit.data.synth.assets import Assets, find_assets
 from avtoolkit.data.synth.pictures import check_pictures
 from avtoolkit.data.synth.scenes import Category, Scene, segmentation_scene, solo_scene
-from avtoolkit.utils.files import atomic_path
+from avtoolkit.errors import ConfigError
+from avtoolkit.utils.files import atomic_path, sha256sum
 from avtoolkit.utils.processes import map_in_processes
 
 Layout = Literal["music", "s4", "ms3", "avss"]
@@ -94,7 +101,7 @@ AVSS_CLASSES = (
 """AVSBench-semantic's 71 classes; the class id is the position (label2idx.json holds position + 1)."""
 
 
-AVSS_PALETTE = voc_palette(len(AVSS_CLASSES)).numpy()
+AVSS_PALETTE = voc_palette_array(len(AVSS_CLASSES))
 """(71, 3) uint8: the colour of each AVSS class in ``labels_rgb`` (the VOC bit palette the readers decode)."""
 
 
@@ -195,9 +202,9 @@ def generate(
             something else: another dataset (the message names the differing parameters) or foreign files.
     """
     if layout not in LAYOUTS or size not in SIZES:
-        raise ValueError(f"layout must be one of {LAYOUTS} and size one of {SIZES}; got {layout!r}, {size!r}")
+        raise ConfigError(f"layout must be one of {LAYOUTS} and size one of {SIZES}; got {layout!r}, {size!r}")
     if seed < 0 or (workers is not None and workers < 1):
-        raise ValueError(f"seed must be ≥ 0 and workers ≥ 1; got seed={seed}, workers={workers}")
+        raise ConfigError(f"seed must be ≥ 0 and workers ≥ 1; got seed={seed}, workers={workers}")
     root = Path(root)
     assets = find_assets(soundfont, emoji_font, clipart_dir)
     parameters = _parameters(layout, size, seed, assets)
@@ -205,27 +212,74 @@ def generate(
         return root
     clips = plan(layout, size, seed)
     check_pictures(sorted({c.picture for clip in clips for c in clip.sounding + clip.silent}), assets)
-    with atomic_path(root) as tmp:
-        tmp.mkdir()
-        jobs = [_Job(layout, size, seed, assets, tmp, clip) for clip in clips]
-        if workers is None and size == "tiny":
-            workers = 1
-        # Fresh (spawned) processes: each loads its own FluidSynth, none inherits the parent's state.
-        made = map_in_processes(_make_clip, jobs, workers, "spawn", progress, f"{layout} ({size})", "clip")
-        files = _Files(tmp)
-        for name, text in _INDEXES[layout](clips, size).items():
-            files.write(name, text.encode())
-        for clip_files, _ in made:
-            files.sha256.update(clip_files)
-        manifest = {
-            "generator": "avtoolkit.data.synth",
-            "parameters": parameters,
-            "libraries": _library_versions(),
-            "clips": [_clip_entry(clip, objects) for clip, (_, objects) in zip(clips, made, strict=True)],
-            "files": dict(sorted(files.sha256.items())),
-        }
-        (tmp / "manifest.json").write_text(_manifest_json(manifest))
+    libraries = _library_versions()
+    resume_key = "synth-" + hashlib.sha256(json.dumps([parameters, libraries], sort_keys=True).encode()).hexdigest()
+    finished: dict[int, _Made] = {}
+    try:
+        with atomic_path(root, resume_key=resume_key[:22]) as tmp:
+            tmp.mkdir(exist_ok=True)
+            records = tmp.parent / "finished_clips"  # next to the tree: removed with the temporary folder
+            records.mkdir(exist_ok=True)
+            finished = _finished_clips(records, tmp, clips)
+            jobs = [
+                _Job(layout, size, seed, assets, tmp, clip, records)
+                for i, clip in enumerate(clips)
+                if i not in finished
+            ]
+            if workers is None and size == "tiny":
+                workers = 1
+            desc = f"{layout} ({size})" + (f", resumed after {len(finished)} clips" if finished else "")
+            # Fresh (spawned) processes: each loads its own FluidSynth, none inherits the parent's state.
+            rendered = iter(map_in_processes(_make_clip, jobs, workers, "spawn", progress, desc, "clip"))
+            made = [finished[i] if i in finished else next(rendered) for i in range(len(clips))]
+            files = _Files(tmp)
+            for name, text in _INDEXES[layout](clips, size).items():
+                files.write(name, text.encode())
+            for clip_files, _ in made:
+                files.sha256.update(clip_files)
+            manifest = {
+                "generator": "avtoolkit.data.synth",
+                "parameters": parameters,
+                "libraries": libraries,
+                "clips": [_clip_entry(clip, objects) for clip, (_, objects) in zip(clips, made, strict=True)],
+                "files": dict(sorted(files.sha256.items())),
+            }
+            (tmp / "manifest.json").write_text(_manifest_json(manifest))
+    except KeyboardInterrupt as interrupt:
+        raise SynthInterrupted(root, len(clips)) from interrupt
     return root
+
+
+class SynthInterrupted(KeyboardInterrupt):
+    """:func:`generate` was interrupted; its finished clips are kept for the next run with the same parameters."""
+
+    def __init__(self, root: Path, n_clips: int) -> None:
+        super().__init__(
+            f"{root} was not written: the clips finished so far (of {n_clips}) are kept in a hidden folder next to "
+            "it; run the same command again to resume"
+        )
+
+
+def _record_path(records: Path, clip: ClipPlan) -> Path:
+    return records / f"{clip.split}-{clip.index:06d}.json"
+
+
+def _finished_clips(records: Path, tree: Path, clips: list[ClipPlan]) -> dict[int, "_Made"]:
+    """The clips an interrupted run finished in ``tree``: by position in ``clips``, what rendering returned.
+
+    A clip counts only with its record, and only while each of its files still has the recorded SHA-256.
+    """
+    finished: dict[int, _Made] = {}
+    for i, clip in enumerate(clips):
+        try:
+            record = json.loads(_record_path(records, clip).read_text())
+            files, objects = record["files"], record["objects"]
+            if record["name"] != clip.name or not all(sha256sum(tree / n) == h for n, h in files.items()):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        finished[i] = (files, objects)
+    return finished
 
 
 def plan(layout: Layout, size: Size, seed: int) -> list[ClipPlan]:
@@ -308,6 +362,7 @@ class _Job:
     assets: Assets
     root: Path
     clip: ClipPlan
+    records: Path | None = None
 
 
 _Made = tuple[dict[str, str], list[dict[str, Any]]]
@@ -326,6 +381,11 @@ def _make_clip(job: _Job) -> _Made:
         {"category": o.category.name, "sounding": o.sounding} | ({"boxes": boxes} if with_boxes else {})
         for o, boxes in zip(scene.objects, scene.boxes, strict=True)
     ]
+    if job.records is not None:  # the clip is complete: record it (atomically) for a resumed run
+        record = _record_path(job.records, clip)
+        part = record.with_suffix(".part")
+        part.write_text(json.dumps({"name": clip.name, "files": files.sha256, "objects": objects}))
+        os.replace(part, record)
     return files.sha256, objects
 
 
