@@ -53,8 +53,9 @@ def test_corrupt_visual_frames():
 
 
 def test_gate_stress_test_reports_clean_and_each_corruption():
+    """The driver's bookkeeping, on a gate whose σ depends on its input (random weights: not the paper's claim)."""
     model = DGFNet(visual_dim=D, **TINY_DGFNET, **UNET)
-    torch.nn.init.normal_(model.gate.gate_conv.weight)  # a "trained" gate: σ depends on the features
+    torch.nn.init.normal_(model.gate.gate_conv.weight)  # σ depends on the features
     stats = gate_stress_test(task_of(model), [batch(0), batch(1)])
     assert set(stats) == {"clean", "noise", "shuffle"}
     clean = stats["clean"]
@@ -85,3 +86,4 @@ def test_source_representations_probe_each_source_alone():
         task_of(HFRA(visual_dim=D, middle_channels=4, channels=8, **UNET)), [batch()]
     )
     assert "audio" not in without_alignment
+

@@ -1,4 +1,4 @@
-"""Aliasing ratio of feature maps entering strided layers (SFM's measurement, ``specs/sfm.md``).
+"""Aliasing ratio of feature maps entering strided layers (SFM's measurement).
 
 A stride-``s`` layer keeps the frequencies inside ``[−0.5/s, 0.5/s]²`` (cycles per sample) and folds every other one
 onto them. For a map ``x`` with per-channel power spectrum ``P = |FFT2(x)|²``:

@@ -1,7 +1,7 @@
 """DGFNet gate (σ) statistics and the frame corruptions of the noise stress test.
 
-Spec: ``specs/separation.md`` (DGFNet: "σ must be observable (returned or hooked) for analysis"; "a corrupted
-visual input lowers mean σ after training (the paper's noise stress test)"). The DGFM mixes
+DGFNet's gate σ is returned by its gating module (or hooked), and the paper's noise stress test expects a corrupted
+visual input to lower the mean σ of a trained network. The DGFM mixes
 ``out = σ ⊙ F_av + (1 − σ) ⊙ F_mid``: σ near 1 trusts the visually fused features, near 0 the audio ones.
 
 The caller runs the model twice over the same data, once on clean frames and once on

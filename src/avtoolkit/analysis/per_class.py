@@ -1,6 +1,6 @@
 """Per-class (per-instrument) separation quality, and one table comparing models (e.g. by fusion type).
 
-Spec: ``specs/separation.md`` (HFRA: "per-instrument SDR by fusion type"). Input is the output of
+HFRA's per-instrument SDR by fusion type. Input is the output of
 :meth:`avtoolkit.metrics.SeparationMetrics.per_clip`: per clip and per source slot the SDR of the estimate,
 the SDR of the unprocessed mixture (``sdr_mix``) and the class label of the source (−1 when unknown).
 """

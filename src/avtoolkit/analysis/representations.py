@@ -1,7 +1,7 @@
 """Representation analyses: modality gap, linear probes of (pooled) features.
 
-Spec: ``specs/separation.md`` (HFRA: "linear probing of the bottleneck features, modality gap (distance between
-mean audio and mean visual embeddings)"). The caller collects the embeddings or feature maps by running a model
+HFRA's analyses: linear probes of the bottleneck features, and the modality gap (the distance between the mean
+audio and the mean visual embedding). The caller collects the embeddings or feature maps by running a model
 over data; these functions only compute the numbers.
 """
 

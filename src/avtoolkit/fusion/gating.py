@@ -3,7 +3,7 @@
 DGFNet: "End-to-End Audio-Visual Source Separation Based on Dynamic Gating Fusion".
 
 At the intermediate audio features ``F_mid ∈ R^{C×H×W}`` (e.g. 256 × 32 × 32 after the U-Net's 4th up level) and a
-per-source visual object feature ``o ∈ R^D`` (specs/separation.md, "Fusion library", gating and "DGFNet"):
+per-source visual object feature ``o ∈ R^D`` (DGFNet's dynamic gating fusion module, DGFM):
 
     F_av = fuse(F_mid, Tile(W_o · o))                             (audio-visual features; fuse = 1×1 conv on
                                                                    the channel concatenation, 2C → C)

@@ -1,7 +1,7 @@
 """Hierarchical fusion (HFRA: "Audio-Visual Separation with Hierarchical Fusion and Representation Alignment").
 
 Middle and late fusion at once, with *separate* single-layer projections of the source's visual embedding ``e``
-(specs/separation.md, "Fusion library", hierarchical):
+(HFRA's hierarchical fusion):
 
     M = Proj1(e) ⊙ Dec(Tile(Proj2(e)) ⊕ Enc(X))                   (HFRA, hierarchical fusion)
 

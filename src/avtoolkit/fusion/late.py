@@ -1,7 +1,6 @@
 """Late fusion by a per-channel inner product (Sound of Pixels, Zhao et al. 2018; CLIPSep late fusion).
 
-For each source with visual vector ``v ∈ R^K`` and the K audio feature maps ``S_k`` (specs/separation.md,
-"Fusion library", late):
+For each source with visual vector ``v ∈ R^K`` and the K audio feature maps ``S_k`` (Sound of Pixels' synthesizer):
 
     M = Σ_k α_k · v_k · S_k + b                                   (SoP "synthesizer")
 

@@ -1,7 +1,7 @@
 """Middle fusion at the U-Net bottleneck (CLIPSep, Dong et al. 2023; HFRA's middle branch).
 
 Each source's visual embedding ``e ∈ R^D`` is projected, tiled over the ``h × w`` bottleneck grid of the mixture's
-encoder and concatenated with it on channels (specs/separation.md, "Fusion library", middle):
+encoder and concatenated with it on channels (CLIPSep's middle fusion):
 
     Proj2(e) = sigmoid(Linear(D → P)(e))                          (P = ``channels``)
     Z_n = Enc(X) ⊕ Tile(Proj2(e_n))        ∈ R^{(C + P) × h × w}   (HFRA: Tile(Proj2(e)) ⊕ Enc(X))

@@ -1,4 +1,4 @@
-"""Spectrogram-mask objectives of the Sound-of-Pixels lineage (specs/separation.md, "Targets")."""
+"""Spectrogram-mask objectives of the Sound-of-Pixels lineage (binary and ratio mask targets)."""
 
 import torch
 import torch.nn.functional as F

@@ -1,6 +1,6 @@
 """Mask2Former's set criterion: Hungarian matching of queries to target masks, class + mask + Dice losses.
 
-specs/favs.md, "Loss": Mask2Former set loss with class CE weight 2 (no-object weight 0.1), mask BCE weight 5,
+The FAVS recipe's loss: Mask2Former set loss with class CE weight 2 (no-object weight 0.1), mask BCE weight 5,
 Dice weight 5, deep supervision (every decoder prediction is matched and supervised on its own).
 
 Per frame, ``Q`` predictions ``(p_q, m_q)`` (class probabilities over K + 1, mask logits) and ``n`` targets

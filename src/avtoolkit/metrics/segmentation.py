@@ -1,6 +1,6 @@
 """Segmentation metrics: M_J and M_F for S4 / MS3 (binary masks) and mIoU / mean F for AVSS (semantic).
 
-Spec: ``specs/metrics.md`` ("Segmentation"). Only frames marked valid (``mask_valid``: the frame has a
+Only frames marked valid (``mask_valid``: the frame has a
 ground-truth mask) are evaluated; padded frames never are. All states are sums or "cat" lists, so the numbers
 under DDP equal those of one process.
 

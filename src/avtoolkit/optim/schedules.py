@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the separation recipes (specs/separation.md)."""
+"""Learning-rate schedules of the separation recipes (warm-up then linear decay, as HFRA's code)."""
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR

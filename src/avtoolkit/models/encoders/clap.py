@@ -1,6 +1,6 @@
 """Frozen CLAP audio encoder (laion-clap HTSAT-tiny audio branch + audio projection), local weights or random init.
 
-HFRA aligns its bottleneck with the CLAP embedding of the mixture (specs/separation.md). Only CLAP's audio side is
+HFRA aligns its bottleneck with the CLAP embedding of the mixture. Only CLAP's audio side is
 built, with laion-clap's own modules and parameter names, so the ``audio_branch.*`` and ``audio_projection.*``
 tensors of an official checkpoint (e.g. ``630k-audioset-best.pt``, the non-fusion HTSAT-tiny model) load as
 they are; the text branch (RoBERTa, fetched from the Hugging Face hub by laion-clap) is never built.

@@ -1,6 +1,7 @@
 """Multi-scale timm backbone (``features_only``) with optional SFM adaptive resampling before its stage transitions.
 
-Spec: ``specs/sfm.md``. The backbone returns NCHW feature maps at the requested output strides, fine to coarse.
+The SFM plug-ins: :mod:`avtoolkit.fusion.sfm`. The backbone returns NCHW feature maps at the requested output
+strides, fine to coarse.
 An ARS module (:class:`~avtoolkit.fusion.sfm.ARS`) can sit before the transition into stride 8, 16 or 32: the timm
 module that produces the first feature at that stride (``feature_info.module_name()``; ``layer2`` of a ResNet,
 ``stages.1`` of a PVT-v2 or ConvNeXt, ``layers.1`` of a Swin) is wrapped in an :class:`ARSStage`, which resamples

@@ -1,6 +1,6 @@
 """Mask2Former's masked-attention transformer decoder, the mask-classification head of FAVS.
 
-specs/favs.md, "Pipeline": queries (learnable embeddings plus an audio-derived vector, built by the caller) read
+In FAVS, queries (learnable embeddings plus an audio-derived vector, built by the caller) read
 the multi-scale visual features through *masked* cross-attention and predict class logits and mask embeddings;
 masks are mask embeddings dotted with the stride-4 per-pixel embeddings (Mask2Former, Cheng et al., CVPR 2022).
 

@@ -1,6 +1,6 @@
 """Efficient Multi-Scale Attention (EMA; Ouyang et al., ICASSP 2023), DGFNet's audio-attention block.
 
-DGFNet (specs/separation.md, "DGFNet") places one EMA block, residually, after each up level of the U-Net
+DGFNet places one EMA block, residually, after each up level of the U-Net
 decoder. Notation of the paper (Sec. 3): the input ``X ∈ R^{C×H×W}`` (here H = frequency rows, W = time frames)
 is split into G groups of ``c = C/G`` channels, ``X = [X_0, …, X_{G−1}]``; every group is processed alone, with
 weights shared by all groups (the groups are folded into the batch dimension):

@@ -89,7 +89,8 @@ class HFRA(SeparationModel):
         self.align_weight = align_weight
         self.audio_encoder = audio_encoder
         self.align_dim = align_dim
-        self.align_projection = nn.Linear(bottleneck, align_dim) if align_weight > 0 and bottleneck != align_dim else None
+        project = align_weight > 0 and bottleneck != align_dim
+        self.align_projection = nn.Linear(bottleneck, align_dim) if project else None
 
     def forward(self, spectrogram: Tensor, batch: Batch) -> SeparationOutput:
         """``(B, 1, F, T)`` log-magnitude mixture + per-source visual input → ``(B, N, F, T)`` mask logits."""
@@ -107,7 +108,7 @@ class HFRA(SeparationModel):
         return output
 
     def aligned_features(self, bottleneck: Tensor) -> Tensor:
-        """z_a: the pooled innermost encoder output ``(B, C, h, w)`` → ``(B, align_dim)`` (projected if widths differ)."""
+        """z_a: the pooled innermost encoder output ``(B, C, h, w)`` → ``(B, align_dim)`` (projected if needed)."""
         pooled = bottleneck.mean(dim=(-2, -1))
         return pooled if self.align_projection is None else self.align_projection(pooled)
 

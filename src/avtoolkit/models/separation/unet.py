@@ -1,4 +1,4 @@
-"""The audio U-Net of the Sound-of-Pixels lineage (specs/separation.md, "U-Net").
+"""The audio U-Net of the Sound-of-Pixels lineage (Sound of Pixels' 7-level U-Net).
 
 Down level i: 4×4 conv, stride 2 (the outermost has no activation/normalisation, middle levels are
 LeakyReLU(0.2) → conv → BN, the innermost LeakyReLU → conv). Up levels: ReLU → bilinear ×2 → 3×3 conv → BN,
