@@ -17,7 +17,7 @@ demo: install system-deps ## Generate the small synthetic MUSIC data, train + te
 	$(BIN)/avtoolkit fit --config configs/experiment/quickstart_sop.yaml
 	$(BIN)/avtoolkit test --config configs/experiment/quickstart_sop.yaml \
 		--ckpt_path runs/quickstart_sop/checkpoints/best.ckpt
-# `avtoolkit test` ends with the line "Report: <absolute path of reports/quickstart_sop/report.md>".
+# `avtoolkit test` ends with the line "Report: <absolute path of runs/quickstart_sop/report/report.md>".
 
 test: install system-deps ## Run the test suite (fast tests; `make test PYTEST_ARGS="-m slow"` for the long ones)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

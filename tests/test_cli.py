@@ -91,33 +91,35 @@ def tiny_config(tmp_path: Path, root: Path) -> Path:
     """The quick-start experiment shrunk to seconds: tiny networks, short windows, a few batches."""
     config = yaml.safe_load((CONFIGS / "experiment" / "quickstart_sop.yaml").read_text())
     trainer = config["trainer"]
+    # the quick start's logs, checkpoints and report follow trainer.default_root_dir
     trainer.update(max_epochs=1, limit_train_batches=2, limit_val_batches=1, default_root_dir=str(tmp_path))
-    trainer["logger"]["init_args"]["save_dir"] = str(tmp_path)
-    trainer["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
-    trainer["callbacks"][1]["init_args"]["dirpath"] = str(tmp_path / "report")
     network = config["model"]["init_args"]["model"]["init_args"]
     network.update(channels=4, unet_depth=3, unet_base_channels=4, unet_max_channels=8, backbone="test_resnet")
     config["model"]["init_args"].update(n_fft=254, hop_length=128, warp_bins=32)
     config["data"]["init_args"].update(root=str(root), window=4095, image_size=32, batch_size=2, num_workers=0)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 def test_fit_test_and_reload_through_the_cli(synthetic_music, tmp_path, capsys):
-    config = tiny_config(tmp_path, synthetic_music)
-    main(["fit", "--config", str(config)])
-    best = tmp_path / "checkpoints" / "best.ckpt"
-    assert best.is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    config = tiny_config(tmp_path / "config", synthetic_music)
+    out = tmp_path / "moved"  # one option moves every output of the run: logs, checkpoints, report
+    main(["fit", "--config", str(config), "--trainer.default_root_dir", str(out)])
+    best = out / "checkpoints" / "best.ckpt"
+    assert best.is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    assert list(out.glob("logs/version_0/metrics.csv")) and sorted(tmp_path.iterdir()) == [tmp_path / "config", out]
     # fit ends with the best checkpoint, its score, and the command that tests it
     *_, line, hint = capsys.readouterr().out.splitlines()
     assert re.fullmatch(rf"Best checkpoint: {re.escape(str(best.resolve()))} \(val/sdr = -?[\d.]+(e-?\d+)?\)", line)
     assert hint == f"Test it: avtoolkit test --config {config} --ckpt_path {best}"
-    main(["test", "--config", str(config), "--ckpt_path", str(best)])
-    report = (tmp_path / "report" / "report.md").read_text()
+    main(["test", "--config", str(config), "--ckpt_path", str(best), "--trainer.default_root_dir", str(out)])
+    report = (out / "report" / "report.md").read_text()
     assert "| model |" in report and "SDRi" in report
     # test ends with the report's path (the last line of `make demo`)
-    assert capsys.readouterr().out.splitlines()[-1] == f"Report: {(tmp_path / 'report' / 'report.md').resolve()}"
+    assert capsys.readouterr().out.splitlines()[-1] == f"Report: {(out / 'report' / 'report.md').resolve()}"
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "config", out]
     task = AVSeparationTask.load_from_checkpoint(best)  # the CLI saved the network's config
     assert isinstance(task, AVSeparationTask)
     state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import Namespace, set_parsing_settings
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -41,6 +41,11 @@ from avtoolkit.tasks.base import BaseAVTask
 
 SPECIAL_CHECKPOINTS = ("best", "last", "hpc", "registry")
 """``--ckpt_path`` values that Lightning resolves itself."""
+
+PARSER_MODE = {"parser_mode": "omegaconf+"}
+"""Configs may refer to other keys, as ``${trainer.default_root_dir}/checkpoints``: the references resolve after the
+config files and the command line are merged, so ``--trainer.default_root_dir DIR`` moves every output the config
+places under it. An absolute key is read from the top of the config file that holds it (see :func:`lightning_cli`)."""
 
 ARGS_WARNING = "LightningCLI's args parameter is intended to run from within Python"
 """LightningCLI's warning when it is given arguments in a process that has some: main() passes its own (less
@@ -136,6 +141,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> AVToolkitC
     import avtoolkit.tasks.separation  # noqa: F401 - the tasks by their short names
 
     warnings.filterwarnings("ignore", message=ARGS_WARNING)
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)  # ${trainer...} under a subcommand too
     network_classes()  # the networks by their short names too
     if args is not None and any(str(arg).startswith("--model.help") for arg in args):
         args = network_help(list(args))
@@ -148,7 +154,7 @@ def lightning_cli(args: list[str] | None = None, run: bool = True) -> AVToolkitC
         parser_class=ArgumentParser,
         save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": DESCRIPTION, "version": __version__, "exit_on_error": False},
+        parser_kwargs={"description": DESCRIPTION, "version": __version__, "exit_on_error": False, **PARSER_MODE},
         args=args,
         run=run,
     )

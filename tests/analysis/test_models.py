@@ -86,4 +86,3 @@ def test_source_representations_probe_each_source_alone():
         task_of(HFRA(visual_dim=D, middle_channels=4, channels=8, **UNET)), [batch()]
     )
     assert "audio" not in without_alignment
-
