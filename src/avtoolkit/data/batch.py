@@ -6,11 +6,13 @@ per source, ``T`` video frames of a segmentation clip, ``H×W`` image size.
 
 Separation (mix-and-separate):
     MIXTURE     (B, L) float32      sum of the scaled sources
-    SOURCES     (B, N, L) float32   the scaled sources (the targets)
+    SOURCES     (B, N, L) float32   the scaled sources (the targets); an absent-source query's target is zeros
+                                    (MIXTURE still holds that clip's audio)
     FRAMES      (B, N, Tv, 3, H, W) uint8 from the workers, float32 in [0, 1] after device transfer
     VISUAL_EMB  (B, N, D) float32   precomputed frame embeddings (instead of FRAMES)
     MIXTURE_EMB (B, D) float32      precomputed audio embedding of the mixture (CLAP; HFRA's alignment target)
-    LABELS      (B, N) int64        class index of each source (for per-class analysis)
+    LABELS      (B, N) int64        class index of each source (for per-class analysis); for an absent-source
+                                    query (training, ``absent_source_ratio``) the queried class, its source silent
 
 Segmentation (AVSBench S4 / MS3 / AVSS):
     FRAMES      (B, T, 3, H, W) uint8 from the workers, float32 in [0, 1] after device transfer
@@ -19,6 +21,7 @@ Segmentation (AVSBench S4 / MS3 / AVSS):
     AUDIO       (B, T, 1, 96, 64)   VGGish log-mel, one 0.96 s window per frame (computed on device, or read
                                     from the datamodule's log-mel cache: avtoolkit.data.features)
     MASKS       (B, T, H, W) int64  0/1 (S4, MS3) or class index 0..C-1 with 0 = background (AVSS)
+                                    (all 0 for a training sample given negative audio: negative_audio_ratio)
     MASK_VALID  (B, T) bool         frames that have a ground-truth mask (evaluated/trained on)
 
 Prediction on a user's media (avtoolkit.data.media: where each prediction goes back in the input):

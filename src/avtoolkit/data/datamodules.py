@@ -4,6 +4,12 @@ Workers read and crop; :meth:`BaseAVDataModule.on_after_batch_transfer` does the
 (uint8 frames → float in [0, 1]; for segmentation the VGGish log-mel of the audio, unless it comes from a cache).
 Every batch of a split carries ``SAMPLE_INDEX``, which :meth:`BaseAVDataModule.sample_names` turns into the names
 of the clips the samples are made of (for messages that must say which clips, whatever the task).
+
+Two optional training remedies teach a model to stay silent when nothing on screen matches the sound (the failures
+the robustness suite measures): negative audio for segmentation (``negative_audio_ratio``, :class:`NegativeAudio`)
+and absent-source queries for mix-and-separate (``absent_source_ratio``,
+:class:`~avtoolkit.data.mixing.MixAndSeparate`). Both alter training samples only, drawn per ``(seed, epoch,
+index)``; validation and test are never altered.
 """
 
 import math
@@ -21,11 +27,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from avtoolkit.data.audio import VGGishLogMel
-from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset
-from avtoolkit.data.avsbench_layout import SegClip, avsbench_clips
-from avtoolkit.data.batch import AUDIO, FRAMES, SAMPLE_INDEX, WAVEFORM, WAVEFORM_LENGTH
+from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset, read_clip_audio
+from avtoolkit.data.avsbench_layout import SegClip, avsbench_clips, decode_palette_array
+from avtoolkit.data.batch import AUDIO, FRAMES, MASKS, SAMPLE_INDEX, WAVEFORM, WAVEFORM_LENGTH
 from avtoolkit.data.embeddings import FrameEmbeddingCache, MixtureEmbeddingCache
 from avtoolkit.data.features import CachedLogMel, CacheReport, LogMelCache, log_mel_settings
+from avtoolkit.data.mask_files import read_rgb_mask_array
 from avtoolkit.data.mixing import MixAndSeparate
 from avtoolkit.data.music import Clip, class_names, read_split
 from avtoolkit.data.samplers import EvaluationSampler, ResumableDataLoader, ResumableSampler
@@ -56,6 +63,118 @@ class _Indexed(Dataset[dict[str, Tensor]]):
     def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Tensor]:
         sample = self.dataset[index]  # a tuple: a draw key (ResumableSampler)
         sample[SAMPLE_INDEX] = torch.tensor(index[0] if isinstance(index, tuple) else index)
+        return sample
+
+
+_NEGATIVE_AUDIO_STREAM = 3
+"""Tag of the negative-audio draws in their generator's seed (other draws of a sample use other tags)."""
+
+
+class NegativeAudio(Dataset[dict[str, Tensor]]):
+    """A segmentation training split where a fraction of the samples hear an off-screen sound (negative audio).
+
+    With probability ``ratio`` a sample's audio is replaced by the audio of another clip of the split whose
+    sounding categories share nothing with this clip's, and its target becomes empty: ``MASKS`` all background (0),
+    ``MASK_VALID`` unchanged (the same frames are trained on), so the model learns not to segment when the sound
+    comes from no object in view. Everything else (frames, ``LABELS``: the clip's own category) is the clip's.
+
+    Categories, as the official layouts give them: S4, the clip's category; AVSS, the classes in its ground-truth
+    masks (decoded at full resolution, once per process); MS3 has none, so any other clip qualifies, and its sound
+    may come from a kind of object that is also on screen. Objects shown but silent are not in the layouts either,
+    so a donor's sound may be of a kind shown silent in these frames (the synthetic sets show silent distractors).
+    A clip without a qualifying donor keeps its own audio and masks (a warning names it, once per process).
+
+    Draws: indexed by a key ``(index, seed, epoch)`` (what :class:`~avtoolkit.data.samplers.ResumableSampler`
+    yields with draw keys) whether the sample is negative and its donor are seeded from the key, so they depend
+    neither on the worker processes nor on where a run was resumed; by a bare ``int``, from torch's RNG (as
+    :class:`~avtoolkit.data.mixing.MixAndSeparate` does).
+
+    Args:
+        dataset: The training split: an S4/MS3/AVSS dataset, or a :class:`~avtoolkit.data.features.CachedLogMel`
+            of one (the donor's cached log-mel then replaces ``AUDIO``; otherwise its waveform replaces
+            ``WAVEFORM`` and ``WAVEFORM_LENGTH``).
+        ratio: Probability in [0, 1] that a sample is negative.
+    """
+
+    def __init__(self, dataset: S4Dataset | MS3Dataset | AVSSDataset | CachedLogMel, ratio: float) -> None:
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"the negative-audio ratio is a probability in [0, 1], got {ratio}")
+        self.dataset = dataset
+        self.ratio = ratio
+        base = dataset.dataset if isinstance(dataset, CachedLogMel) else dataset
+        if not isinstance(base, S4Dataset | MS3Dataset | AVSSDataset):
+            raise TypeError(f"negative audio needs an S4, MS3 or AVSS dataset, got {type(base).__name__}")
+        self._base = base
+        self._categories: dict[int, frozenset[str]] = {}
+        self._warned: set[int] = set()
+
+    @property
+    def clips(self) -> list[SegClip]:
+        """The dataset's clips, one per sample."""
+        return self.dataset.clips
+
+    @property
+    def names(self) -> list[str]:
+        """Clip name of each sample."""
+        return [clip.name for clip in self.clips]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def categories(self, index: int) -> frozenset[str]:
+        """The sounding categories of clip ``index`` (empty: unknown, MS3)."""
+        clip = self.clips[index]
+        if isinstance(self._base, S4Dataset):
+            return frozenset({str(clip.category)})
+        if isinstance(self._base, MS3Dataset):
+            return frozenset()
+        if index not in self._categories:
+            names = self._base.class_names
+            classes: set[int] = set()
+            for path in clip.masks:
+                if path is not None:
+                    indices = decode_palette_array(read_rgb_mask_array(path), len(names), path)
+                    classes.update(np.unique(indices).tolist())
+            self._categories[index] = frozenset(names[c] for c in classes - {0})
+        return self._categories[index]
+
+    def _generator(self, index: int, key: tuple[int, ...] | None) -> np.random.Generator:
+        if key is not None:
+            return np.random.default_rng([index, _NEGATIVE_AUDIO_STREAM, *key])
+        return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+
+    def donor(self, index: int, key: tuple[int, ...] | None = None) -> int | None:
+        """The clip whose audio sample ``index`` hears, ``None`` when it keeps its own (draws seeded by ``key``)."""
+        rng = self._generator(index, key)
+        if not rng.random() < self.ratio:
+            return None
+        own = self.categories(index)
+        for candidate in rng.permutation(len(self.clips)).tolist():
+            if candidate != index and not own & self.categories(candidate):
+                return int(candidate)
+        if index not in self._warned:
+            self._warned.add(index)
+            warnings.warn(
+                f"negative audio: no other training clip shares no category with clip {self.clips[index].name!r} "
+                f"({', '.join(sorted(own))}); it keeps its own audio and masks",
+                stacklevel=2,
+            )
+        return None
+
+    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Tensor]:
+        """Sample ``index``, or ``index[0]`` with its draws seeded by ``index[1:]`` (see the class docstring)."""
+        i, key = (index[0], tuple(index[1:])) if isinstance(index, tuple) else (index, None)
+        sample = self.dataset[i]
+        donor = self.donor(i, key)
+        if donor is None:
+            return sample
+        clip = self.clips[donor]
+        if isinstance(self.dataset, CachedLogMel):
+            sample[AUDIO] = torch.from_numpy(self.dataset.cache.load(clip))
+        else:
+            waveform, length = read_clip_audio(clip, self._base.n_samples)
+            sample[WAVEFORM], sample[WAVEFORM_LENGTH] = waveform, torch.tensor(length)
+        sample[MASKS] = torch.zeros_like(sample[MASKS])  # nothing in these frames sounds
         return sample
 
 
@@ -185,6 +304,12 @@ class BaseAVDataModule(LightningDataModule):
         names = getattr(self.datasets.get(split), "names", None)
         return [str(names[i]) if names is not None else f"sample {i}" for i in map(int, indices)]
 
+    def _sampler_in_use(self) -> ResumableSampler | None:
+        """The training sampler yielding draw keys that the training loader in use reads from, if any."""
+        loader = getattr(self.trainer, "train_dataloader", None) if self.trainer is not None else None
+        sampler = getattr(loader, "sampler", self._train_sampler if loader is None else None)
+        return sampler if isinstance(sampler, ResumableSampler) and sampler.draw_keys else None
+
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
         """On the device: frames to float in [0, 1]."""
         if FRAMES in batch and batch[FRAMES].dtype == torch.uint8:
@@ -202,6 +327,11 @@ class SeparationDataModule(BaseAVDataModule):
     ``mixture_emb``). Without caches the models run their encoders on the fly. A fixed training pool is sized
     either absolutely (``fixed_mixtures``) or per usable training clip (``fixed_mixtures_per_clip``), so that one
     config fits trees of any size (4 per clip: 880 mixtures on the small synthetic tree, 32 on the tiny one).
+
+    With ``absent_source_ratio`` a fraction of the training mixtures query one source with the picture of a class
+    absent from the mixture, whose target is then silence (see :class:`~avtoolkit.data.mixing.MixAndSeparate`): the
+    model learns to output silence for an instrument that is not heard (the robustness suite's ``absent_query``
+    case). Validation and test mixtures are never altered.
 
     Args:
         root: Dataset root holding ``{train,val,test}.csv``, ``audio/`` and ``frames/``.
@@ -221,6 +351,11 @@ class SeparationDataModule(BaseAVDataModule):
             its ``sample_rate`` must be the data's.
         cache_dir: Folder of the embedding caches.
         embedding_stride: Embed every n-th frame (8 at 8 fps: one embedding per second).
+        absent_source_ratio: Fraction (probability per mixture, in [0, 1]) of the training mixtures in which one
+            source, chosen at random, is queried with the picture of a training clip of a class in none of the
+            mixture's sources, and its target becomes silence (zeros; the mixture is unchanged, ``labels`` gives
+            the queried class). Drawn per (seed, epoch, sample), or per pool mixture with a fixed pool; 0 (default)
+            leaves the training mixtures as they are.
         batch_size: Mixtures per batch.
         num_workers: DataLoader workers.
     """
@@ -242,6 +377,7 @@ class SeparationDataModule(BaseAVDataModule):
         mixture_encoder: nn.Module | None = None,
         cache_dir: str | Path = "data/cache",
         embedding_stride: int = 8,
+        absent_source_ratio: float = 0.0,
         batch_size: int = 16,
         num_workers: int = 2,
     ) -> None:
@@ -260,6 +396,12 @@ class SeparationDataModule(BaseAVDataModule):
         for name, value in (("fixed_mixtures", fixed_mixtures), ("fixed_mixtures_per_clip", fixed_mixtures_per_clip)):
             if value is not None and value < 1:
                 raise ConfigError(f"data.init_args.{name} must be a positive number of mixtures, got {value}")
+        if not 0.0 <= absent_source_ratio <= 1.0:
+            raise ConfigError(
+                f"data.init_args.absent_source_ratio is the fraction of training mixtures with an absent-source "
+                f"query, in [0, 1]; got {absent_source_ratio}"
+            )
+        self.absent_source_ratio = absent_source_ratio
         self.fixed_mixtures = fixed_mixtures
         self.fixed_mixtures_per_clip = fixed_mixtures_per_clip
         self._pool_size: int | None = None
@@ -332,6 +474,7 @@ class SeparationDataModule(BaseAVDataModule):
             fixed_mixtures=pool,
             frame_embedding=frame_cache.mean_at_frames if with_embeddings and frame_cache is not None else None,
             mixture_embedding=mixture_cache.get if with_embeddings and mixture_cache is not None and fixed else None,
+            absent_source_ratio=self.absent_source_ratio if train else 0.0,
         )
 
     def build_dataset(self, split: Split) -> MixAndSeparate:
@@ -347,7 +490,8 @@ class SeparationDataModule(BaseAVDataModule):
 
         Training mixtures drawn fresh are named from the draw key of the sampler in use (the current epoch's);
         without one (another sampler, e.g. Lightning's for ``overfit_batches``) their partners were drawn at
-        random, so only the indexed clip is named.
+        random, so only the indexed clip is named. An absent-source query is named too
+        (``[source k queried with c.wav: absent]``).
         """
         dataset = self.datasets.get(split)
         if not isinstance(dataset, MixAndSeparate):
@@ -362,14 +506,12 @@ class SeparationDataModule(BaseAVDataModule):
                 names.append(f"{first} + {self.n_sources - 1} partner(s) drawn at random")
                 continue
             recipe = dataset.recipe(index, key)
-            names.append(" + ".join(self._clip_name(dataset.clips[i]) for i in recipe.clips))
+            name = " + ".join(self._clip_name(dataset.clips[i]) for i in recipe.clips)
+            if recipe.absent is not None and recipe.query is not None:
+                query = self._clip_name(dataset.clips[recipe.query])
+                name += f" [source {recipe.absent + 1} queried with {query}: absent]"
+            names.append(name)
         return names
-
-    def _sampler_in_use(self) -> ResumableSampler | None:
-        """The training sampler yielding draw keys that the training loader in use reads from, if any."""
-        loader = getattr(self.trainer, "train_dataloader", None) if self.trainer is not None else None
-        sampler = getattr(loader, "sampler", self._train_sampler if loader is None else None)
-        return sampler if isinstance(sampler, ResumableSampler) and sampler.draw_keys else None
 
     def _clip_name(self, clip: Clip) -> str:
         try:
@@ -430,6 +572,11 @@ class SegmentationDataModule(BaseAVDataModule):
     workers, which then read no audio. Both give the same batches (up to float32 rounding), except that cached
     batches carry no ``WAVEFORM``/``WAVEFORM_LENGTH``.
 
+    With ``negative_audio_ratio`` a fraction of the training samples hear another training clip's sound, of a
+    category absent from their frames, and have empty masks (:class:`NegativeAudio`): the model learns not to
+    segment when the sound comes from off screen (the robustness suite's ``negative_offscreen`` case). Validation
+    and test samples are never altered.
+
     Args:
         dataset: Which benchmark layout ``root`` holds.
         root: Dataset root (the folder with ``s4_meta_data.csv``, ``ms3_meta_data.csv`` or ``metadata.csv``).
@@ -438,6 +585,11 @@ class SegmentationDataModule(BaseAVDataModule):
         avss_frames: Frames per AVSS clip (v1 clips are zero-padded to it; padded frames are never evaluated).
         cache_dir: Folder of the feature caches (the log-mel goes to ``{cache_dir}/log_mel/{key}``); ``None``
             computes the log-mel on the device for every batch.
+        negative_audio_ratio: Fraction (probability per sample, in [0, 1]) of the training samples whose audio
+            is replaced by negative audio: the sound of another training clip whose categories share nothing with
+            this clip's (S4: its category; AVSS: the classes in its masks; MS3 has no categories: any other clip),
+            with the masks emptied (all background; the same frames trained on). Drawn per (seed, epoch, sample);
+            0 (default) leaves the training samples as they are.
         batch_size: Clips per batch.
         num_workers: DataLoader workers (and threads reading audio when the cache is filled).
     """
@@ -450,11 +602,18 @@ class SegmentationDataModule(BaseAVDataModule):
         avss_subsets: tuple[Literal["v1s", "v1m", "v2"], ...] = ("v1s", "v1m", "v2"),
         avss_frames: int = 10,
         cache_dir: str | Path | None = None,
+        negative_audio_ratio: float = 0.0,
         batch_size: int = 4,
         num_workers: int = 2,
     ) -> None:
         super().__init__(batch_size, num_workers)
         self.save_hyperparameters()
+        if not 0.0 <= negative_audio_ratio <= 1.0:
+            raise ConfigError(
+                f"data.init_args.negative_audio_ratio is the fraction of training samples given negative audio, "
+                f"in [0, 1]; got {negative_audio_ratio}"
+            )
+        self.negative_audio_ratio = negative_audio_ratio
         self.dataset = dataset
         self.root = Path(root)
         self.image_size = image_size
@@ -478,7 +637,10 @@ class SegmentationDataModule(BaseAVDataModule):
         return self._log_mel_cache
 
     def build_dataset(self, split: Split) -> Dataset[dict[str, Tensor]]:
-        """The split of the chosen benchmark (its samples carry the cached log-mel when there is a cache)."""
+        """The split of the chosen benchmark (its samples carry the cached log-mel when there is a cache).
+
+        The training split is a :class:`NegativeAudio` when ``negative_audio_ratio`` is above 0.
+        """
         dataset: S4Dataset | MS3Dataset | AVSSDataset
         if self.dataset == "s4":
             dataset = S4Dataset(self.root, split, self.image_size)
@@ -487,7 +649,34 @@ class SegmentationDataModule(BaseAVDataModule):
         else:
             dataset = AVSSDataset(self.root, split, self.image_size, self.avss_subsets, self.avss_frames)
         cache = self.log_mel_cache
-        return dataset if cache is None else CachedLogMel(dataset, cache)
+        readable = dataset if cache is None else CachedLogMel(dataset, cache)
+        if split == "train" and self.negative_audio_ratio > 0:
+            return NegativeAudio(readable, self.negative_audio_ratio)
+        return readable
+
+    def _draw_keys(self, split: Split) -> bool:
+        """Negative audio is drawn from the sampler's key (exact resume, worker-independent)."""
+        return split == "train" and self.negative_audio_ratio > 0
+
+    def sample_names(self, split: Split, indices: Iterable[int]) -> list[str]:
+        """Clip names; a training sample given negative audio also names the clip its audio comes from.
+
+        The draws are read from the key of the sampler in use (the current epoch's); without one (another sampler,
+        e.g. Lightning's for ``overfit_batches``) they were made at random, and the name says so.
+        """
+        indices = list(map(int, indices))
+        names = super().sample_names(split, indices)
+        dataset = self.datasets.get(split)
+        if not isinstance(dataset, NegativeAudio):
+            return names
+        sampler = self._sampler_in_use()
+        if sampler is None:
+            return [f"{name} (its audio possibly another clip's, drawn at random)" for name in names]
+        donors = [dataset.donor(i, (sampler.seed, sampler.epoch)) for i in indices]
+        return [
+            name if donor is None else f"{name} with the audio of {dataset.names[donor]} (negative audio)"
+            for name, donor in zip(names, donors, strict=True)
+        ]
 
     def all_clips(self) -> list[SegClip]:
         """Every clip of every split (for AVSS, of the chosen subsets), in metadata order."""
