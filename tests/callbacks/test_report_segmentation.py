@@ -19,7 +19,8 @@ def tiny_config(tmp_path: Path, root: Path, dataset: str, report: dict) -> Path:
     trainer.update(max_epochs=1, limit_test_batches=2, default_root_dir=str(tmp_path))
     trainer["logger"]["init_args"]["save_dir"] = str(tmp_path)
     trainer["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "checkpoints")
-    trainer["callbacks"].append({"class_path": "avtoolkit.callbacks.SegmentationReport", "init_args": report})
+    # the quick start's report callback, with the test's arguments
+    trainer["callbacks"][1:] = [{"class_path": "avtoolkit.callbacks.SegmentationReport", "init_args": report}]
     network = config["model"]["init_args"]["model"]["init_args"]
     network.update({"audio_weights": None, "backbone_weights": None, "freeze_audio": False, **TINY_FAVS})
     network["num_classes"] = 71 if dataset == "avss" else 1
