@@ -6,8 +6,11 @@ import pytest
 import torch
 from fixtures.tiny_models import TINY_FAVS
 
+from avtoolkit import pretraining
 from avtoolkit.cli import main
+from avtoolkit.data.synth import scenes
 from avtoolkit.data.synth.assets import find_assets
+from avtoolkit.data.synth.pictures import pictures_of
 from avtoolkit.data.synth.scenes import FRAME_SIZE, still_scene
 from avtoolkit.models.encoders.multiscale import MultiScaleBackbone
 from avtoolkit.models.encoders.vggish import VGGish
@@ -89,6 +92,53 @@ def test_pretrain_backbone_command(tmp_path, capsys):
     args = ["--backbone", "test_resnet", "--image_size", "32", "--images", "4", "--steps", "1", "--workers", "1"]
     main(["pretrain", "backbone", str(out), *args])
     assert out.is_file() and f"written to {out}" in capsys.readouterr().out
+
+
+def test_stills_of_some_families_draw_only_from_them_and_show_only_what_they_depict(monkeypatch):
+    assets = find_assets()
+    drawn: list[str] = []
+    choose = scenes.pictures_of
+
+    def recorded(name: str, families: tuple[str, ...]) -> list:
+        choices = choose(name, families)
+        drawn.extend(p.family for p in choices)
+        return choices
+
+    monkeypatch.setattr(scenes, "pictures_of", recorded)
+    _, labels = render_stills(12, 32, seed=0, assets=assets, workers=1, progress=False, families=("openclipart",))
+    assert set(drawn) == {"openclipart"}
+    depicted = [bool(pictures_of(name, ("openclipart",))) for name in PICTURE_NAMES]
+    assert not labels[:, [not d for d in depicted]].any()  # no class openclipart has no picture of
+    assert labels[:, depicted].sum() > 12 / 2
+
+
+def test_backbone_with_a_held_out_family_never_trains_on_it_and_is_scored_on_it(tmp_path, monkeypatch):
+    calls: list[tuple[str, ...] | None] = []
+    render = pretraining.render_stills
+
+    def recorded(*args, **kwargs):
+        calls.append(args[6] if len(args) > 6 else kwargs.get("families"))
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(pretraining, "render_stills", recorded)
+    out = tmp_path / "backbone.pt"
+    result = pretrain_backbone(
+        out,
+        "test_resnet",
+        32,
+        images=8,
+        steps=1,
+        batch_size=4,
+        workers=1,
+        progress=False,
+        held_out_pictures="openclipart",
+    )
+    training, validation, held_out = calls
+    assert training == validation and "openclipart" not in training and len(training) >= 2
+    assert held_out == ("openclipart",) and result.held_out_accuracy is not None
+    assert 0.0 <= result.held_out_accuracy <= 1.0
+    with pytest.raises(ValueError, match="held_out_pictures 'clipart' is not a picture family in use"):
+        pretrain_backbone(out, "test_resnet", 32, images=8, steps=1, held_out_pictures="clipart")
 
 
 def test_backbone_pretraining_needs_pictures_and_steps(tmp_path):

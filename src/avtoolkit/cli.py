@@ -299,6 +299,7 @@ def backbone(
     lr: float = 1e-3,
     seed: int = 0,
     workers: int | None = None,
+    held_out_pictures: str | None = None,
 ) -> None:
     """Pre-train an image backbone to name the objects of fresh synthetic pictures (no ImageNet here).
 
@@ -314,13 +315,23 @@ def backbone(
         lr: Peak learning rate.
         seed: Seed.
         workers: Processes rendering the pictures (default: every core).
+        held_out_pictures: The held-out picture family of a `data synth --holdout` dataset: never trained on, and
+            the accuracy is also reported on pictures drawn only by it.
     """
     from avtoolkit.pretraining import pretrain_backbone
 
-    result = pretrain_backbone(out, backbone, image_size, images, steps, batch_size, lr, seed, workers)
+    result = pretrain_backbone(
+        out, backbone, image_size, images, steps, batch_size, lr, seed, workers, held_out_pictures=held_out_pictures
+    )
+    held_out = (
+        ""
+        if result.held_out_accuracy is None
+        else (f"; on the held-out family {held_out_pictures}: {result.held_out_accuracy:.3f}")
+    )
     print(
         f"{backbone} ({image_size} px) written to {result.path}: {result.n_categories} object classes, "
-        f"validation accuracy (every object named, no other) {result.val_accuracy:.3f} after {result.steps} steps"
+        f"validation accuracy (every object named, no other) {result.val_accuracy:.3f}{held_out} after "
+        f"{result.steps} steps"
     )
 
 

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from avtoolkit.data.batch import AUDIO, LABELS
 from avtoolkit.data.datamodules import SegmentationDataModule, Split
 from avtoolkit.data.synth.assets import Assets, find_assets
-from avtoolkit.data.synth.pictures import PICTURES, check_pictures
+from avtoolkit.data.synth.pictures import PICTURES, check_pictures, pictures_of
 from avtoolkit.data.synth.scenes import still_scene
 from avtoolkit.errors import ConfigError, DatasetError
 from avtoolkit.models.encoders.vggish import VGGish
@@ -53,6 +53,8 @@ class PretrainingResult:
         val_accuracy: Validation accuracy: the clip's category (VGGish), or every object of a picture named and
             no other (backbone).
         n_categories: Categories learned.
+        held_out_accuracy: Backbone with a held-out picture family: the same accuracy on pictures drawn only by
+            that family (None without one).
     """
 
     path: Path
@@ -60,6 +62,7 @@ class PretrainingResult:
     train_loss: float
     val_accuracy: float
     n_categories: int
+    held_out_accuracy: float | None = None
 
 
 class _ClipClassifier(nn.Module):
@@ -182,14 +185,16 @@ class _StillJob:
     index: int
     image_size: int
     assets: Assets
+    families: tuple[str, ...] | None = None  # the picture families to draw from (default: every one in use)
+    candidates: tuple[int, ...] = tuple(range(len(PICTURE_NAMES)))  # the pictures a still may show
 
 
 def _render_still(job: _StillJob) -> tuple[np.ndarray, np.ndarray]:
     """One still from its own generator: ``(3, S, S)`` uint8 picture, ``(P,)`` bool: which pictures it shows."""
     rng = np.random.default_rng(np.random.SeedSequence([job.seed, job.index]))
     count = 1 + int(rng.integers(MAX_OBJECTS))
-    chosen = [int(i) for i in rng.permutation(len(PICTURE_NAMES))[:count]]
-    frame, owner = still_scene([PICTURE_NAMES[i] for i in chosen], rng, job.assets)
+    chosen = [job.candidates[int(i)] for i in rng.permutation(len(job.candidates))[:count]]
+    frame, owner = still_scene([PICTURE_NAMES[i] for i in chosen], rng, job.assets, job.families)
     shows = np.zeros(len(PICTURE_NAMES), dtype=bool)
     shows[[c for k, c in enumerate(chosen) if (owner == k).any()]] = True  # an object hidden behind others is not
     # Resized like the datasets' frames (antialiased), which the readers load at 224 px.
@@ -198,10 +203,23 @@ def _render_still(job: _StillJob) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_stills(
-    count: int, image_size: int, seed: int, assets: Assets, workers: int | None = None, progress: bool = True
+    count: int,
+    image_size: int,
+    seed: int,
+    assets: Assets,
+    workers: int | None = None,
+    progress: bool = True,
+    families: tuple[str, ...] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``count`` still pictures of 1–4 objects: ``(n, 3, S, S)`` uint8 and ``(n, P)`` float multi-hot labels."""
-    jobs = [_StillJob(seed, index, image_size, assets) for index in range(count)]
+    """``count`` still pictures of 1–4 objects: ``(n, 3, S, S)`` uint8 and ``(n, P)`` float multi-hot labels.
+
+    ``families`` restricts the depictions to those picture families (default: every family in use); a still then
+    shows only objects that they depict.
+    """
+    candidates = tuple(
+        i for i, name in enumerate(PICTURE_NAMES) if pictures_of(name, families or assets.picture_families)
+    )
+    jobs = [_StillJob(seed, index, image_size, assets, families, candidates) for index in range(count)]
     rendered = map_in_processes(_render_still, jobs, workers, "fork", progress, "render stills", "picture")
     images = torch.from_numpy(np.stack([image for image, _ in rendered]))
     labels = torch.from_numpy(np.stack([shows for _, shows in rendered])).float()
@@ -219,8 +237,13 @@ def pretrain_backbone(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    held_out_pictures: str | None = None,
 ) -> PretrainingResult:
     """Train a timm backbone to name the objects in fresh synthetic pictures; save it for ``backbone_weights``.
+
+    With ``held_out_pictures`` (the held-out picture family of a dataset made with ``data synth --holdout``) the
+    pictures come from every other family, so the backbone never sees a depiction the held-out test clips use, and
+    its accuracy is also measured on pictures drawn only by the held-out family.
 
     Args:
         out: State-dict file to write (atomically), loadable as a model's ``backbone_weights``.
@@ -233,9 +256,11 @@ def pretrain_backbone(
         seed: Seed of the pictures, the initialisation and the batches.
         workers: Processes rendering the pictures (default: every core).
         progress: Show progress bars.
+        held_out_pictures: A picture family never to train on (see above); None: train on every family.
 
     Raises:
-        ConfigError: ``images`` < 1, ``steps`` < 1, or ``backbone`` is not a timm model.
+        ConfigError: ``images`` < 1, ``steps`` < 1, ``backbone`` is not a timm model, or ``held_out_pictures`` is
+            not a picture family in use.
         DatasetError: An asset is missing (the message names the package to install).
     """
     if images < 1 or steps < 1:
@@ -246,9 +271,18 @@ def pretrain_backbone(
         raise ConfigError(f"backbone {backbone!r} is not a timm model: {hint}")
     assets = find_assets()
     check_pictures(list(PICTURE_NAMES), assets)
+    training_families = None
+    if held_out_pictures is not None:
+        if held_out_pictures not in assets.picture_families:
+            raise ConfigError(
+                f"held_out_pictures {held_out_pictures!r} is not a picture family in use: one of "
+                f"{', '.join(assets.picture_families)}"
+            )
+        training_families = tuple(f for f in assets.picture_families if f != held_out_pictures)
     # Training and validation pictures from different seeds: no picture is in both.
-    train_x, train_y = render_stills(images, image_size, 2 * seed, assets, workers, progress)
-    val_x, val_y = render_stills(max(1, images // 10), image_size, 2 * seed + 1, assets, workers, progress)
+    train_x, train_y = render_stills(images, image_size, 2 * seed, assets, workers, progress, training_families)
+    n_val = max(1, images // 10)
+    val_x, val_y = render_stills(n_val, image_size, 2 * seed + 1, assets, workers, progress, training_families)
     torch.manual_seed(seed)
     model: Any = timm.create_model(backbone, pretrained=False, num_classes=len(PICTURE_NAMES))
     mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, 3, 1, 1)
@@ -268,10 +302,19 @@ def pretrain_backbone(
         batch_loss, len(train_y), optimizer, schedule, steps, batch_size, seed, f"pretrain {backbone}", progress
     )
     model.eval()
-    with torch.no_grad():
-        named = torch.cat([logits(chunk) > 0 for chunk in val_x.split(batch_size)])
-    accuracy = float((named == val_y.bool()).all(dim=1).float().mean())
+
+    def exact_match(pictures: Tensor, labels: Tensor) -> float:
+        """The share of pictures whose every object is named, and no other."""
+        with torch.no_grad():
+            named = torch.cat([logits(chunk) > 0 for chunk in pictures.split(batch_size)])
+        return float((named == labels.bool()).all(dim=1).float().mean())
+
+    accuracy = exact_match(val_x, val_y)
+    held_out_accuracy = None
+    if held_out_pictures is not None:
+        held_x, held_y = render_stills(n_val, image_size, 2 * seed + 1, assets, workers, progress, (held_out_pictures,))
+        held_out_accuracy = exact_match(held_x, held_y)
     model.reset_classifier(0)
     with atomic_path(out) as tmp:
         torch.save(model.state_dict(), tmp)
-    return PretrainingResult(Path(out), steps, loss.item(), accuracy, len(PICTURE_NAMES))
+    return PretrainingResult(Path(out), steps, loss.item(), accuracy, len(PICTURE_NAMES), held_out_accuracy)
