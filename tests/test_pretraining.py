@@ -8,7 +8,8 @@ from fixtures.tiny_models import TINY_FAVS
 
 from avtoolkit import pretraining
 from avtoolkit.cli import main
-from avtoolkit.data.synth import scenes
+from avtoolkit.data.datamodules import SegmentationDataModule
+from avtoolkit.data.synth import Holdout, generate, held_out_clips, scenes
 from avtoolkit.data.synth.assets import find_assets
 from avtoolkit.data.synth.pictures import pictures_of
 from avtoolkit.data.synth.scenes import FRAME_SIZE, still_scene
@@ -42,6 +43,18 @@ def test_pretrain_command(synthetic_trees, tmp_path, capsys):
     out = tmp_path / "vggish.pt"
     main(["pretrain", "vggish", str(synthetic_trees["s4"]), str(out), "--width", "0.125", "--steps", "1"])
     assert out.is_file() and f"written to {out}" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_vggish_on_a_held_out_family_tree_is_also_scored_on_the_held_out_test_clips(tmp_path):
+    root = generate("s4", tmp_path / "s4", "tiny", holdout=Holdout(), progress=False)
+    held_out = held_out_clips(root)
+    assert held_out and held_out <= set(SegmentationDataModule("s4", root).build_dataset("test").names)
+    result = pretrain_vggish(
+        root, tmp_path / "v.pt", width=0.0625, steps=2, batch_size=4, num_workers=0, progress=False
+    )
+    assert result.held_out_accuracy is not None and 0.0 <= result.held_out_accuracy <= 1.0
+    assert result.held_out_accuracy in {k / len(held_out) for k in range(len(held_out) + 1)}  # over those clips
 
 
 def test_pretraining_needs_steps(synthetic_trees, tmp_path):

@@ -283,9 +283,10 @@ def vggish(
     from avtoolkit.pretraining import pretrain_vggish
 
     result = pretrain_vggish(root, out, width, steps, batch_size, lr, seed)
+    held_out = "" if result.held_out_accuracy is None else f"; held-out sound family {result.held_out_accuracy:.3f}"
     print(
         f"VGGish (width {width}) written to {result.path}: {result.n_categories} categories, "
-        f"validation accuracy {result.val_accuracy:.3f} after {result.steps} steps"
+        f"validation accuracy {result.val_accuracy:.3f}{held_out} after {result.steps} steps"
     )
 
 
@@ -315,7 +316,7 @@ def backbone(
         lr: Peak learning rate.
         seed: Seed.
         workers: Processes rendering the pictures (default: every core).
-        held_out_pictures: The held-out picture family of a `data synth --holdout` dataset: never trained on, and
+        held_out_pictures: The held-out picture family of a `data synth ... --holdout true` dataset: never trained on, and
             the accuracy is also reported on pictures drawn only by it.
     """
     from avtoolkit.pretraining import pretrain_backbone

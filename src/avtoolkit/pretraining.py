@@ -17,6 +17,7 @@ state dict (without the classifier) for the models' ``backbone_weights``.
 """
 
 import difflib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,9 @@ def pretrain_vggish(
 ) -> PretrainingResult:
     """Train VGGish to name the sound category of the training clips of an S4-layout tree; save its state dict.
 
+    On a synthetic tree made with ``data synth ... --holdout true`` (whose train and val clips never play the held-out
+    soundfont) the accuracy is also measured on the held-out test clips (``held_out_accuracy``).
+
     Args:
         root: S4-layout dataset root (``s4_meta_data.csv``; e.g. the built-in synthetic S4 data).
         out: State-dict file to write (atomically), loadable as ``VGGish(weights=out, width=width)``.
@@ -164,12 +168,32 @@ def pretrain_vggish(
 
     loss = _optimise(batch_loss, len(train_y), optimizer, None, steps, batch_size, seed, "pretrain VGGish", progress)
     model.eval()
-    with torch.no_grad():
-        predicted = torch.cat([model(chunk).argmax(1) for chunk in val_x.split(batch_size)])
-    accuracy = float((predicted == val_y).float().mean()) if len(val_y) else float("nan")
+
+    def accuracy_on(x: Tensor, y: Tensor) -> float:
+        with torch.no_grad():
+            predicted = torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
+        return float((predicted == y).float().mean()) if len(y) else float("nan")
+
+    held_out = _held_out_test_clips(Path(root))
+    held_out_accuracy = None
+    if held_out:  # a tree of the held-out-family protocol: the test clips played by the held-out soundfont
+        test_x, test_y = _log_mel_and_labels(datamodule, "test", batch_size)
+        names = datamodule.build_dataset("test").names
+        chosen = torch.tensor([name in held_out for name in names])
+        held_out_accuracy = accuracy_on(test_x[chosen], test_y[chosen])
     with atomic_path(out) as tmp:
         torch.save(model.vggish.state_dict(), tmp)
-    return PretrainingResult(Path(out), steps, loss.item(), accuracy, n_categories)
+    return PretrainingResult(Path(out), steps, loss.item(), accuracy_on(val_x, val_y), n_categories, held_out_accuracy)
+
+
+def _held_out_test_clips(root: Path) -> set[str]:
+    """The held-out-family test clips of a built-in synthetic tree (none for any other tree)."""
+    manifest = root / "manifest.json"
+    if not manifest.is_file() or json.loads(manifest.read_text()).get("generator") != "avtoolkit.data.synth":
+        return set()
+    from avtoolkit.data.synth import held_out_clips
+
+    return held_out_clips(root)
 
 
 PICTURE_NAMES = tuple(sorted(PICTURES))
@@ -241,7 +265,7 @@ def pretrain_backbone(
 ) -> PretrainingResult:
     """Train a timm backbone to name the objects in fresh synthetic pictures; save it for ``backbone_weights``.
 
-    With ``held_out_pictures`` (the held-out picture family of a dataset made with ``data synth --holdout``) the
+    With ``held_out_pictures`` (the held-out picture family of a dataset made with ``data synth ... --holdout true``) the
     pictures come from every other family, so the backbone never sees a depiction the held-out test clips use, and
     its accuracy is also measured on pictures drawn only by the held-out family.
 
