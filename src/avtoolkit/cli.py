@@ -316,8 +316,8 @@ def backbone(
         lr: Peak learning rate.
         seed: Seed.
         workers: Processes rendering the pictures (default: every core).
-        held_out_pictures: The held-out picture family of a `data synth ... --holdout true` dataset: never trained on, and
-            the accuracy is also reported on pictures drawn only by it.
+        held_out_pictures: The held-out picture family of a `data synth ... --holdout true` dataset: never trained
+            on, and the accuracy is also reported on pictures drawn only by it.
     """
     from avtoolkit.pretraining import pretrain_backbone
 

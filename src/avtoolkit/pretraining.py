@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from avtoolkit.data.avsbench import S4Dataset
 from avtoolkit.data.batch import AUDIO, LABELS
 from avtoolkit.data.datamodules import SegmentationDataModule, Split
 from avtoolkit.data.synth.assets import Assets, find_assets
@@ -178,7 +179,9 @@ def pretrain_vggish(
     held_out_accuracy = None
     if held_out:  # a tree of the held-out-family protocol: the test clips played by the held-out soundfont
         test_x, test_y = _log_mel_and_labels(datamodule, "test", batch_size)
-        names = datamodule.build_dataset("test").names
+        test_set = datamodule.build_dataset("test")
+        assert isinstance(test_set, S4Dataset)
+        names = test_set.names
         chosen = torch.tensor([name in held_out for name in names])
         held_out_accuracy = accuracy_on(test_x[chosen], test_y[chosen])
     with atomic_path(out) as tmp:
@@ -265,9 +268,9 @@ def pretrain_backbone(
 ) -> PretrainingResult:
     """Train a timm backbone to name the objects in fresh synthetic pictures; save it for ``backbone_weights``.
 
-    With ``held_out_pictures`` (the held-out picture family of a dataset made with ``data synth ... --holdout true``) the
-    pictures come from every other family, so the backbone never sees a depiction the held-out test clips use, and
-    its accuracy is also measured on pictures drawn only by the held-out family.
+    With ``held_out_pictures`` (the held-out picture family of a dataset made with ``data synth ... --holdout
+    true``) the pictures come from every other family, so the backbone never sees a depiction the held-out test
+    clips use, and its accuracy is also measured on pictures drawn only by the held-out family.
 
     Args:
         out: State-dict file to write (atomically), loadable as a model's ``backbone_weights``.
