@@ -31,7 +31,7 @@ from avtoolkit.data.avsbench import AVSSDataset, MS3Dataset, S4Dataset, read_cli
 from avtoolkit.data.avsbench_layout import SegClip, avsbench_clips, decode_palette_array
 from avtoolkit.data.batch import AUDIO, FRAMES, MASKS, SAMPLE_INDEX, WAVEFORM, WAVEFORM_LENGTH
 from avtoolkit.data.embeddings import FrameEmbeddingCache, MixtureEmbeddingCache
-from avtoolkit.data.features import CachedLogMel, CacheReport, LogMelCache, log_mel_settings
+from avtoolkit.data.features import CachedLogMel, CacheReport, ClipDatasetWrapper, LogMelCache, log_mel_settings
 from avtoolkit.data.mask_files import read_rgb_mask_array
 from avtoolkit.data.mixing import MixAndSeparate
 from avtoolkit.data.music import Clip, class_names, read_split
@@ -70,7 +70,7 @@ _NEGATIVE_AUDIO_STREAM = 3
 """Tag of the negative-audio draws in their generator's seed (other draws of a sample use other tags)."""
 
 
-class NegativeAudio(Dataset[dict[str, Tensor]]):
+class NegativeAudio(ClipDatasetWrapper):
     """A segmentation training split where a fraction of the samples hear an off-screen sound (negative audio).
 
     With probability ``ratio`` a sample's audio is replaced by the audio of another clip of the split whose
@@ -107,19 +107,6 @@ class NegativeAudio(Dataset[dict[str, Tensor]]):
         self._base = base
         self._categories: dict[int, frozenset[str]] = {}
         self._warned: set[int] = set()
-
-    @property
-    def clips(self) -> list[SegClip]:
-        """The dataset's clips, one per sample."""
-        return self.dataset.clips
-
-    @property
-    def names(self) -> list[str]:
-        """Clip name of each sample."""
-        return [clip.name for clip in self.clips]
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def categories(self, index: int) -> frozenset[str]:
         """The sounding categories of clip ``index`` (empty: unknown, MS3)."""

@@ -363,7 +363,35 @@ class _ClipDataset(Protocol):
     def __getitem__(self, index: int) -> dict[str, Tensor]: ...
 
 
-class CachedLogMel(Dataset[dict[str, Tensor]]):
+class _HasClips(Protocol):
+    @property
+    def clips(self) -> list[SegClip]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]: ...
+
+
+class ClipDatasetWrapper(Dataset[dict[str, Tensor]]):
+    """A dataset that changes the samples of an AVSBench dataset (``dataset``) and keeps its clips and names."""
+
+    dataset: _HasClips
+
+    @property
+    def clips(self) -> list[SegClip]:
+        """The dataset's clips, one per sample."""
+        return self.dataset.clips
+
+    @property
+    def names(self) -> list[str]:
+        """Clip name of each sample."""
+        return [clip.name for clip in self.clips]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+class CachedLogMel(ClipDatasetWrapper):
     """An AVSBench dataset whose samples also carry ``AUDIO`` ``(T, 1, 96, 64)``, read from a :class:`LogMelCache`.
 
     The wrapped dataset stops reading the audio (no ``WAVEFORM``), and the datamodule skips computing the log-mel on
@@ -378,19 +406,6 @@ class CachedLogMel(Dataset[dict[str, Tensor]]):
         dataset.with_waveform = False  # the audio is not read: only the cached log-mel is used
         self.dataset = dataset
         self.cache = cache
-
-    @property
-    def clips(self) -> list[SegClip]:
-        """The dataset's clips, one per sample."""
-        return self.dataset.clips
-
-    @property
-    def names(self) -> list[str]:
-        """Clip name of each sample."""
-        return [clip.name for clip in self.clips]
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         sample = self.dataset[index]
