@@ -56,6 +56,18 @@ def synthetic_trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
 
 @pytest.fixture(scope="session")
+def protocol_trees(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny synthetic music and S4 trees of the held-out-family protocol (the default held-out families)."""
+    from avtoolkit.data.synth import Holdout, generate
+
+    base = tmp_path_factory.mktemp("protocol")
+    return {
+        layout: generate(layout, base / layout, "tiny", workers=1, progress=False, holdout=Holdout())
+        for layout in ("music", "s4")
+    }
+
+
+@pytest.fixture(scope="session")
 def quickstart_audio_weights(synthetic_trees: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A quarter-width VGGish state dict, as the segmentation quick starts load (one step of pre-training)."""
     from avtoolkit.pretraining import pretrain_vggish

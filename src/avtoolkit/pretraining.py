@@ -17,7 +17,6 @@ state dict (without the classifier) for the models' ``backbone_weights``.
 """
 
 import difflib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from avtoolkit.data.avsbench import S4Dataset
 from avtoolkit.data.batch import AUDIO, LABELS
 from avtoolkit.data.datamodules import SegmentationDataModule, Split
 from avtoolkit.data.synth.assets import Assets, find_assets
@@ -175,28 +173,12 @@ def pretrain_vggish(
             predicted = torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
         return float((predicted == y).float().mean()) if len(y) else float("nan")
 
-    held_out = _held_out_test_clips(Path(root))
     held_out_accuracy = None
-    if held_out:  # a tree of the held-out-family protocol: the test clips played by the held-out soundfont
-        test_x, test_y = _log_mel_and_labels(datamodule, "test", batch_size)
-        test_set = datamodule.build_dataset("test")
-        assert isinstance(test_set, S4Dataset)
-        names = test_set.names
-        chosen = torch.tensor([name in held_out for name in names])
-        held_out_accuracy = accuracy_on(test_x[chosen], test_y[chosen])
+    if "test_held_out" in datamodule.test_sets:  # the test clips played by the held-out soundfont
+        held_out_accuracy = accuracy_on(*_log_mel_and_labels(datamodule, "test_held_out", batch_size))
     with atomic_path(out) as tmp:
         torch.save(model.vggish.state_dict(), tmp)
     return PretrainingResult(Path(out), steps, loss.item(), accuracy_on(val_x, val_y), n_categories, held_out_accuracy)
-
-
-def _held_out_test_clips(root: Path) -> set[str]:
-    """The held-out-family test clips of a built-in synthetic tree (none for any other tree)."""
-    manifest = root / "manifest.json"
-    if not manifest.is_file() or json.loads(manifest.read_text()).get("generator") != "avtoolkit.data.synth":
-        return set()
-    from avtoolkit.data.synth import held_out_clips
-
-    return held_out_clips(root)
 
 
 PICTURE_NAMES = tuple(sorted(PICTURES))

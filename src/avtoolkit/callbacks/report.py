@@ -19,6 +19,7 @@ from avtoolkit.data.audio import Spectrogram
 from avtoolkit.data.batch import FRAMES, LABELS, MASK_VALID, MASKS, MIXTURE, SOURCES
 from avtoolkit.metrics.segmentation import SemanticSegmentationMetrics
 from avtoolkit.metrics.separation import PROTOCOLS
+from avtoolkit.tasks.base import BaseAVTask
 from avtoolkit.tasks.segmentation import AVSegmentationTask
 from avtoolkit.tasks.separation import AVSeparationTask
 from avtoolkit.utils.files import atomic_path
@@ -61,7 +62,9 @@ class SeparationReport(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Keep the first ``n_examples`` mixtures with their truth and estimates."""
+        """Keep the first ``n_examples`` mixtures (of the first test set) with their truth and estimates."""
+        if dataloader_idx != 0:
+            return
         for i in range(batch[MIXTURE].shape[0]):
             if len(self.examples) >= self.n_examples:
                 return
@@ -81,6 +84,7 @@ class SeparationReport(Callback):
         protocol = pl_module.test_metrics.protocol
         summary = {name: float(value) for name, value in pl_module.test_metrics.compute().items()}
         per_clip = pl_module.test_metrics.per_clip()
+        others = _other_test_sets(pl_module)
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule  # type: ignore[attr-defined]
@@ -88,11 +92,13 @@ class SeparationReport(Callback):
         class_names = list(getattr(datamodule, "class_names", []))
         with atomic_path(self.dirpath) as tmp:
             tmp.mkdir(parents=True)
-            (tmp / "metrics.json").write_text(json.dumps({"protocol": protocol, **summary}, indent=2) + "\n")
+            metrics = {"protocol": protocol, **summary, **others}
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
             self._write_audio(tmp / "audio", sample_rate, class_names)
             self._write_figure(tmp / "spectrograms.png", pl_module.spectrogram, sample_rate, class_names)
             (tmp / "report.md").write_text(
                 self._markdown(summary, per_clip, class_names, type(pl_module.model).__name__, protocol)
+                + _test_sets_section(summary, others, SEPARATION_COLUMNS)
             )
         print(f"Separation report written to {self.dirpath.resolve()}/report.md")
 
@@ -249,8 +255,8 @@ class SegmentationReport(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Keep the first ``n_examples`` clips that have a ground truth, with their predicted masks."""
-        wanted = self.n_examples - len(self.examples)
+        """Keep the first ``n_examples`` clips (of the first test set) that have a ground truth, with their masks."""
+        wanted = self.n_examples - len(self.examples) if dataloader_idx == 0 else 0
         scores = outputs.get("scores") if isinstance(outputs, dict) else None
         if wanted <= 0 or not isinstance(scores, Tensor) or not isinstance(pl_module, AVSegmentationTask):
             return
@@ -275,16 +281,20 @@ class SegmentationReport(Callback):
         summary = {name: float(value) for name, value in metrics.compute().items()}
         per_class = metrics.per_class() if isinstance(metrics, SemanticSegmentationMetrics) else None
         protocol = str(getattr(metrics, "protocol", "default"))
+        others = _other_test_sets(pl_module)
         if not trainer.is_global_zero:
             return
         folder = self._folder or Path(trainer.default_root_dir) / "report"
         class_names = _segmentation_class_names(trainer, pl_module.num_classes)
         with atomic_path(folder) as tmp:
             tmp.mkdir(parents=True)
-            (tmp / "metrics.json").write_text(json.dumps({"protocol": protocol, **summary}, indent=2) + "\n")
+            metrics_json = {"protocol": protocol, **summary, **others}
+            (tmp / "metrics.json").write_text(json.dumps(metrics_json, indent=2) + "\n")
             self._write_figure(tmp / "examples.png", pl_module.num_classes)
+            columns = BINARY_COLUMNS if "mj" in summary else SEMANTIC_COLUMNS
             (tmp / "report.md").write_text(
                 self._markdown(summary, per_class, class_names, type(pl_module.model).__name__, protocol)
+                + _test_sets_section(summary, others, columns)
             )
         print(f"Segmentation report written to {folder.resolve()}/report.md")
 
@@ -375,3 +385,44 @@ def _segmentation_class_names(trainer: Trainer, num_classes: int) -> list[str]:
         return list(read_label2idx(Path(datamodule.root) / AVSS_LABELS))  # type: ignore[union-attr]
     except UserError:
         return []
+
+
+SEPARATION_COLUMNS = {
+    "n_clips": "mixtures",
+    "sdr": "SDR (dB)",
+    "sir": "SIR (dB)",
+    "sar": "SAR (dB)",
+    "sdri": "SDRi (dB)",
+}
+BINARY_COLUMNS = {"n_frames": "frames", "mj": "M_J", "mf": "M_F"}
+SEMANTIC_COLUMNS = {"n_frames": "frames", "miou": "mIoU", "mf": "mean F", "miou_no_bg": "mIoU w/o bg"}
+
+
+def _other_test_sets(task: BaseAVTask) -> dict[str, dict[str, float]]:
+    """The dataset-level metrics of each test set after the first (synced across processes), by set name."""
+    return {
+        name: {key: float(value) for key, value in task.evaluation_metrics(name).compute().items()}
+        for name in task.test_sets()[1:]
+    }
+
+
+def _test_sets_section(first: dict[str, float], others: dict[str, dict[str, float]], columns: dict[str, str]) -> str:
+    """A markdown table of every test set's headline metrics, one row per set (nothing for a single set)."""
+    if not others:
+        return ""
+    lines = [
+        "",
+        "## Test sets",
+        "",
+        "The test split is evaluated in sets: `test` holds the clips rendered like the training clips (in-family); "
+        "`test_held_out` holds clips drawn and played by the picture and sound families no model trained on "
+        "(held-out family): whether the model recognises the objects in a rendering it has never met. The "
+        "sections above are of `test`.",
+        "",
+        "| test set | " + " | ".join(columns.values()) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for name, summary in {"test": first, **others}.items():
+        cells = [f"{int(summary[k])}" if k.startswith("n_") else f"{summary[k]:.3f}" for k in columns]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

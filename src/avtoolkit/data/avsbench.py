@@ -27,8 +27,11 @@ Where the files of each clip are (metadata, paths, the VOC palette of AVSS label
 :mod:`avtoolkit.data.avsbench_layout`, which needs no torch; its names are re-exported here.
 """
 
+import copy
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 import torch
 from torch import Tensor
@@ -166,6 +169,18 @@ class _SegmentationDataset(Dataset[dict[str, Tensor]]):
     def names(self) -> list[str]:
         """Clip name of each sample."""
         return [clip.name for clip in self.clips]
+
+    def only(self, keep: Callable[[str], bool], what: str = "") -> Self:
+        """This dataset with only the clips whose name ``keep`` accepts (e.g. one set of a split).
+
+        Raises:
+            DatasetError: no clip is kept (``what`` names the set in the message).
+        """
+        kept = copy.copy(self)
+        kept.clips = [clip for clip in self.clips if keep(clip.name)]
+        if not kept.clips:
+            raise DatasetError(f"the split {self.split!r}{what} has no clips in {self.metadata}.")
+        return kept
 
     def __len__(self) -> int:
         return len(self.clips)

@@ -32,19 +32,27 @@ from avtoolkit.data.avsbench_layout import SegClip, avsbench_clips, decode_palet
 from avtoolkit.data.batch import AUDIO, FRAMES, MASKS, SAMPLE_INDEX, WAVEFORM, WAVEFORM_LENGTH
 from avtoolkit.data.embeddings import FrameEmbeddingCache, MixtureEmbeddingCache
 from avtoolkit.data.features import CachedLogMel, CacheReport, ClipDatasetWrapper, LogMelCache, log_mel_settings
+from avtoolkit.data.holdout import TEST_SETS, held_out_clips
 from avtoolkit.data.mask_files import read_rgb_mask_array
 from avtoolkit.data.mixing import MixAndSeparate
 from avtoolkit.data.music import Clip, class_names, read_split
 from avtoolkit.data.samplers import EvaluationSampler, ResumableDataLoader, ResumableSampler
 from avtoolkit.errors import ConfigError, DatasetError
 
-Split = Literal["train", "val", "test"]
+Split = Literal["train", "val", "test", "test_held_out"]
+"""A datamodule's datasets: the tree's three splits, and on a tree of the held-out-family protocol the held-out-family
+clips of its test split (``test`` then holds its in-family clips; see :mod:`avtoolkit.data.holdout`)."""
+FileSplit = Literal["train", "val", "test"]
 _STAGE_SPLITS: dict[str, tuple[Split, ...]] = {
     "fit": ("train", "val"),
     "validate": ("val",),
-    "test": ("test",),
     "predict": ("test",),
 }
+
+
+def file_split(split: Split) -> FileSplit:
+    """The split of the tree's files a datamodule split reads: ``test`` for both test sets."""
+    return "test" if split == "test_held_out" else split
 
 
 def _default_device() -> torch.device:
@@ -184,14 +192,39 @@ class BaseAVDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.datasets: dict[Split, Dataset[dict[str, Tensor]]] = {}
         self._train_sampler: ResumableSampler | None = None
+        self._held_out: set[str] | None = None
 
     def build_dataset(self, split: Split) -> Dataset[dict[str, Tensor]]:
         """The dataset of one split (implemented by each datamodule)."""
         raise NotImplementedError
 
+    @property
+    def test_sets(self) -> tuple[Split, ...]:
+        """The sets the test split is evaluated in, apart, each logged under its own name as prefix.
+
+        ``("test",)``; on a tree of the held-out-family protocol ``("test", "test_held_out")``: the in-family clips,
+        then the held-out-family clips (:mod:`avtoolkit.data.holdout`).
+        """
+        return TEST_SETS if self.held_out_names() else ("test",)
+
+    def held_out_names(self) -> set[str]:
+        """The names of the tree's held-out-family test clips (empty without the protocol, or without a ``root``)."""
+        if self._held_out is None:
+            root = getattr(self, "root", None)
+            self._held_out = set() if root is None else held_out_clips(root)
+        return self._held_out
+
+    def keeps(self, split: Split, clip_name: str) -> bool:
+        """Whether the clip of that name, in the files of ``split``, belongs to the dataset ``split``."""
+        if split == "test":
+            return clip_name not in self.held_out_names()
+        if split == "test_held_out":
+            return clip_name in self.held_out_names()
+        return True
+
     def setup(self, stage: str) -> None:
         """Build the datasets the stage needs (once); for ``fit`` under a trainer, check there is a training batch."""
-        for split in _STAGE_SPLITS[stage]:
+        for split in self.test_sets if stage == "test" else _STAGE_SPLITS[stage]:
             if split not in self.datasets:
                 self.datasets[split] = self.build_dataset(split)
         if stage == "fit" and self.trainer is not None:
@@ -275,12 +308,13 @@ class BaseAVDataModule(LightningDataModule):
         """Validation batches in a fixed order."""
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        """Test batches in a fixed order."""
-        return self._loader("test")
+    def test_dataloader(self) -> DataLoader[dict[str, Tensor]] | list[DataLoader[dict[str, Tensor]]]:
+        """Test batches in a fixed order: one loader per test set (:attr:`test_sets`)."""
+        loaders = [self._loader(split) for split in self.test_sets]
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def predict_dataloader(self) -> DataLoader[dict[str, Tensor]]:
-        """Prediction batches (the test split; Lightning splits them across processes without padding)."""
+        """Prediction batches (the ``test`` set; Lightning splits them across processes without padding)."""
         return DataLoader(self.datasets["test"], **self._loader_options())
 
     def sample_names(self, split: Split, indices: Iterable[int]) -> list[str]:
@@ -449,8 +483,9 @@ class SeparationDataModule(BaseAVDataModule):
         frame_cache, mixture_cache = self.frame_cache, self.mixture_cache
         pool = self.training_pool_size if train else None
         fixed = not train or pool is not None
+        clips = read_split(self.root, file_split(split), self.sample_rate, self.fps)
         return MixAndSeparate(
-            read_split(self.root, split, self.sample_rate, self.fps),
+            [clip for clip in clips if self.keeps(split, clip.id)],
             n_sources=self.n_sources,
             window=self.window,
             frames_per_source=self.frames_per_source,
@@ -524,17 +559,16 @@ class SeparationDataModule(BaseAVDataModule):
             Per cache (none without encoders): its folder, the entries the tree needs, how many were computed now.
         """
         device = _default_device() if device is None else device
-        splits: tuple[Split, ...] = ("train", "val", "test")
         reports = []
         if self.frame_cache is not None:
             clips: dict[tuple[str, str], Clip] = {}
-            for split in splits:
+            for split in ("train", "val", "test"):
                 clips.update({(c.label, c.id): c for c in read_split(self.root, split, self.sample_rate, self.fps)})
             computed = self.frame_cache.ensure(list(clips.values()), device, progress)
             reports.append(CacheReport("frame embeddings", self.frame_cache.folder, len(clips), computed))
         if self.mixture_cache is not None:
             entries = computed = 0
-            for split in splits:
+            for split in ("train", "val", *self.test_sets):
                 if split == "train" and self.training_pool_size is None:
                     continue  # fresh random training mixtures are not cacheable
                 mixtures = self._mixtures(split, with_embeddings=False)  # the very mixtures the batches look up
@@ -629,12 +663,15 @@ class SegmentationDataModule(BaseAVDataModule):
         The training split is a :class:`NegativeAudio` when ``negative_audio_ratio`` is above 0.
         """
         dataset: S4Dataset | MS3Dataset | AVSSDataset
+        files = file_split(split)
         if self.dataset == "s4":
-            dataset = S4Dataset(self.root, split, self.image_size)
+            dataset = S4Dataset(self.root, files, self.image_size)
         elif self.dataset == "ms3":
-            dataset = MS3Dataset(self.root, split, self.image_size)
+            dataset = MS3Dataset(self.root, files, self.image_size)
         else:
-            dataset = AVSSDataset(self.root, split, self.image_size, self.avss_subsets, self.avss_frames)
+            dataset = AVSSDataset(self.root, files, self.image_size, self.avss_subsets, self.avss_frames)
+        if split.startswith("test"):
+            dataset = dataset.only(lambda name: self.keeps(split, name), f" ({split} set)")
         cache = self.log_mel_cache
         readable = dataset if cache is None else CachedLogMel(dataset, cache)
         if split == "train" and self.negative_audio_ratio > 0:

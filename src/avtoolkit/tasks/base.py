@@ -42,7 +42,10 @@ class BaseAVTask(LightningModule):
 
     Subclasses call ``super().__init__(...)`` first, then build their parts in ``__init__``, including the
     network as ``self.model`` and the dataset-level ``val_metrics`` and ``test_metrics`` (torchmetrics, updated in
-    the steps), which the base logs at the end of each evaluation epoch under ``val/`` and ``test/``.
+    the steps), which the base logs at the end of each evaluation epoch under ``val/`` and ``test/``. A datamodule
+    whose test split has several sets (its ``test_sets``, e.g. ``("test", "test_held_out")`` on a tree of the
+    held-out-family protocol) gives one test loader per set; each set is scored by its own copy of ``test_metrics``
+    (:meth:`evaluation_metrics`) and logged under its name.
 
     Every run gets the guards of :mod:`avtoolkit.callbacks.guards` (a non-finite training loss stops the run
     naming the batch's clips; a ``fast_dev_run`` writes no checkpoint). Checkpoints name the task and network
@@ -70,9 +73,40 @@ class BaseAVTask(LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
+        self.other_test_metrics = nn.ModuleDict()  # a copy of test_metrics per further test set, made per test run
 
     val_metrics: Metric
     test_metrics: Metric
+
+    def test_sets(self) -> tuple[str, ...]:
+        """The names of the test sets, in test-loader order: the datamodule's ``test_sets`` (``("test",)`` without).
+
+        Test loaders given without a datamodule are named ``test``, ``test_1``, ``test_2``, ...
+        """
+        trainer = self._trainer
+        names = getattr(getattr(trainer, "datamodule", None), "test_sets", None)
+        if names:
+            return tuple(names)
+        loaders = getattr(trainer, "num_test_batches", None) or [0]
+        return ("test", *(f"test_{i}" for i in range(1, len(loaders))))
+
+    def evaluation_metrics(self, stage: str) -> Metric:
+        """The dataset-level metrics of ``stage``: ``val``, or the name of a test set."""
+        if stage == "val":
+            return self.val_metrics
+        if stage == "test":
+            return self.test_metrics
+        if stage not in self.other_test_metrics:
+            raise KeyError(f"no test set {stage!r} in this test run (its test sets: {', '.join(self.test_sets())})")
+        return self.other_test_metrics[stage]  # type: ignore[return-value]
+
+    def on_test_epoch_start(self) -> None:
+        """A fresh copy of ``test_metrics`` for each test set after the first."""
+        self.other_test_metrics.clear()
+        for name in self.test_sets()[1:]:
+            metrics = self.test_metrics.clone()
+            metrics.reset()
+            self.other_test_metrics[name] = metrics
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The optimiser's parameter groups: every trainable parameter in one group.
@@ -105,8 +139,9 @@ class BaseAVTask(LightningModule):
         self._log_metrics(self.val_metrics, "val")
 
     def on_test_epoch_end(self) -> None:
-        """Log the dataset-level test metrics."""
-        self._log_metrics(self.test_metrics, "test")
+        """Log the dataset-level metrics of each test set under its name."""
+        for name in self.test_sets():
+            self._log_metrics(self.evaluation_metrics(name), name)
 
     def configure_callbacks(self) -> list[Callback]:
         """The guards every run gets (:mod:`avtoolkit.callbacks.guards`)."""

@@ -107,13 +107,17 @@ class AVSegmentationTask(BaseAVTask):
     def _loss(self, output: SegmentationOutput, batch: Batch, stage: str) -> Tensor:
         losses = self.criterion(output, batch[MASKS], batch[MASK_VALID])
         loss = losses.pop("loss")
-        batch_size = batch[FRAMES].shape[0]
+        options: dict[str, Any] = {
+            "batch_size": batch[FRAMES].shape[0],
+            "sync_dist": stage != "train",
+            "add_dataloader_idx": False,  # a test set's name is its prefix
+        }
         for name, value in {**losses, **output.losses}.items():
-            self.log(f"{stage}/{name}", value, batch_size=batch_size, sync_dist=stage != "train")
+            self.log(f"{stage}/{name}", value, **options)
         loss = loss + sum(output.losses.values(), torch.zeros_like(loss))
         for name, value in output.stats.items():
-            self.log(f"{stage}/{name}", value.float(), batch_size=batch_size, sync_dist=stage != "train")
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=batch_size, sync_dist=stage != "train")
+            self.log(f"{stage}/{name}", value.float(), **options)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", **options)
         return loss
 
     # -- Lightning hooks -------------------------------------------------------------------------------------
@@ -122,11 +126,11 @@ class AVSegmentationTask(BaseAVTask):
         """The criterion on the frames with ground truth, plus the network's auxiliary losses."""
         return self._loss(self(batch), batch, "train")
 
-    def _evaluate(self, batch: Batch, stage: Literal["val", "test"]) -> Tensor:
+    def _evaluate(self, batch: Batch, stage: str) -> Tensor:
         output = self(batch)
         self._loss(output, batch, stage)
         scores = self.scores(output, tuple(batch[MASKS].shape[-2:]))
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics = self.evaluation_metrics(stage)
         metrics.update(scores[:, :, 0] if self.num_classes == 1 else scores, batch[MASKS], batch[MASK_VALID])
         return scores
 
@@ -134,9 +138,9 @@ class AVSegmentationTask(BaseAVTask):
         """Loss and segmentation metrics on the held-out clips; returns the per-pixel scores for media callbacks."""
         return {"scores": self._evaluate(batch, "val")}
 
-    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        """Loss and segmentation metrics; returns the per-pixel scores for report callbacks."""
-        return {"scores": self._evaluate(batch, "test")}
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Loss and segmentation metrics of the batch's test set; returns the per-pixel scores for report callbacks."""
+        return {"scores": self._evaluate(batch, self.test_sets()[dataloader_idx])}
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """Predicted masks ``(B, T, H, W)`` at the frames' size: 0/1 (binary) or class indices."""

@@ -177,12 +177,12 @@ class AVSeparationTask(BaseAVTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss
 
-    def _evaluate(self, batch: Batch, stage: Literal["val", "test"]) -> Tensor:
+    def _evaluate(self, batch: Batch, stage: str) -> Tensor:
         output, spectra = self._separate(batch)
         loss = self._mask_loss(output.mask_logits, batch, spectra["mixture_warped"])
-        self.log(f"{stage}/loss", loss, batch_size=batch[MIXTURE].shape[0], sync_dist=True)
+        self.log(f"{stage}/loss", loss, batch_size=batch[MIXTURE].shape[0], sync_dist=True, add_dataloader_idx=False)
         estimates = self.estimate_sources(output.mask_logits, spectra, batch[MIXTURE].shape[-1])
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics = self.evaluation_metrics(stage)
         metrics.update(estimates, batch[SOURCES], batch[MIXTURE], batch.get(LABELS))
         return estimates
 
@@ -190,9 +190,9 @@ class AVSeparationTask(BaseAVTask):
         """Loss and fast BSS Eval on the held-out mixtures; returns the estimates for media callbacks."""
         return {"estimates": self._evaluate(batch, "val")}
 
-    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        """Loss and exact BSS Eval; returns the estimates for report callbacks."""
-        return {"estimates": self._evaluate(batch, "test")}
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Loss and exact BSS Eval of the batch's test set; returns the estimates for report callbacks."""
+        return {"estimates": self._evaluate(batch, self.test_sets()[dataloader_idx])}
 
     def on_test_epoch_end(self) -> None:
         """Log the dataset-level test metrics, and ``test/protocol/<name>`` = 1 so that the results name it."""

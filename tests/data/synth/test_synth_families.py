@@ -242,19 +242,9 @@ def test_timbre_moves_the_range_and_the_articulation():
 # Generated trees with the protocol (tiny).
 
 
-@pytest.fixture(scope="module")
-def held_out_trees(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("holdout")
-    return {
-        layout: generate(layout, base / layout, "tiny", workers=1, progress=False, holdout=HOLDOUT)
-        for layout in ("s4", "music")
-    }
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["s4", "music"])
-def test_generated_manifest_records_families_and_held_out_clips(held_out_trees, layout):
-    root = held_out_trees[layout]
+def test_generated_manifest_records_families_and_held_out_clips(protocol_trees, layout):
+    root = protocol_trees[layout]
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["parameters"]["holdout"] == {"pictures": "openclipart", "sounds": "timgm6mb"}
     assert set(manifest["families"]["pictures"]) == set(PICTURE_FAMILIES)
@@ -278,6 +268,6 @@ def test_generated_manifest_records_families_and_held_out_clips(held_out_trees, 
 
 
 @pytest.mark.slow
-def test_held_out_tree_is_deterministic(held_out_trees, tmp_path):
+def test_held_out_tree_is_deterministic(protocol_trees, tmp_path):
     again = generate("s4", tmp_path / "s4", size="tiny", workers=2, progress=False, holdout=HOLDOUT)
-    assert (again / "manifest.json").read_bytes() == (held_out_trees["s4"] / "manifest.json").read_bytes()
+    assert (again / "manifest.json").read_bytes() == (protocol_trees["s4"] / "manifest.json").read_bytes()

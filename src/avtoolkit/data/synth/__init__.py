@@ -7,6 +7,7 @@ independent families (emoji vendors, clip art, procedural drawings; General MIDI
 keeps one picture family and one sound family for a held-out test (see :mod:`avtoolkit.data.synth.layouts`).
 """
 
+from avtoolkit.data.holdout import held_out_clips
 from avtoolkit.data.synth.assets import PICTURE_FAMILIES, SOUND_FAMILIES
 from avtoolkit.data.synth.layouts import (
     AVSS_CLASSES,
@@ -21,7 +22,6 @@ from avtoolkit.data.synth.layouts import (
     Size,
     SynthInterrupted,
     generate,
-    held_out_clips,
     plan,
 )
 from avtoolkit.data.synth.scenes import Category

@@ -20,13 +20,13 @@ object's depiction (``picture``, ``picture_family``) and sound family (``sound_f
 Held-out-family protocol (``holdout``). One picture family and one sound family are kept out of train and val:
 no train or val clip shows a depiction of the held-out picture family or plays the held-out soundfont. The
 test split then holds two kinds of clips, told apart by ``"held_out"`` in each manifest clip entry (and by
-:func:`held_out_clips`): the *in-family* test clips (the same number as without the protocol, made like the
-training clips, from the training families) measure fit; as many *held-out* test clips follow them, in which
-every object is drawn by the held-out picture family (objects that family does not depict keep a training
-family: their ``picture_family`` says so) and every sound is played by the held-out sound family; they measure
-whether a model recognises the objects it sees and hears in a new rendering. Both kinds sit in the official
-layouts' test split (one CSV/metadata row each), so the readers need no change; a benchmark splits the test
-results by the manifest's flag.
+:func:`~avtoolkit.data.holdout.held_out_clips`): the *in-family* test clips (the same number as without the
+protocol, made like the training clips, from the training families) measure fit; as many *held-out* test clips
+follow them, in which every object is drawn by the held-out picture family (objects that family does not depict
+keep a training family: their ``picture_family`` says so) and every sound is played by the held-out sound family;
+they measure whether a model recognises the objects it sees and hears in a new rendering. Both kinds sit in the
+official layouts' test split (one CSV/metadata row each), so the readers need no change; the datamodules
+evaluate the two sets apart (:mod:`avtoolkit.data.holdout`).
 """
 
 import csv
@@ -46,6 +46,7 @@ from PIL import Image
 
 from avtoolkit.data.avsbench_layout import voc_palette_array
 from avtoolkit.data.errors import DatasetError
+from avtoolkit.data.holdout import GENERATOR
 from avtoolkit.data.synth.assets import PICTURE_FAMILIES, SOUND_FAMILIES, Assets, Family, find_assets
 from avtoolkit.data.synth.pictures import Picture, check_pictures, pictures_of
 from avtoolkit.data.synth.scenes import Category, Scene, segmentation_scene, solo_scene
@@ -284,7 +285,7 @@ def generate(
             for clip_files, _ in made:
                 files.sha256.update(clip_files)
             manifest = {
-                "generator": "avtoolkit.data.synth",
+                "generator": GENERATOR,
                 "parameters": parameters,
                 "libraries": libraries,
                 "families": {
@@ -441,12 +442,6 @@ def _check_holdout(layout: Layout, size: Size, assets: Assets, holdout: Holdout 
             f"no picture family left to train on for {', '.join(bare)} (training picture families: "
             f"{', '.join(pictures) or 'none'}): use more picture families or hold out another one"
         )
-
-
-def held_out_clips(root: str | Path) -> set[str]:
-    """The names of the held-out-family test clips of a generated dataset (empty without the protocol)."""
-    manifest = json.loads((Path(root) / "manifest.json").read_text())
-    return {clip["name"] for clip in manifest["clips"] if clip.get("held_out")}
 
 
 def _plan_music(size: Size, ids: Iterator[str], held_out: bool = False) -> list[ClipPlan]:
