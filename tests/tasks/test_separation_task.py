@@ -203,3 +203,19 @@ def test_fit_standardises_frozen_embeddings_with_the_training_clips_statistics(m
     plain = SeparationDataModule(music_tree, window=L, frames_per_source=1, image_size=32, batch_size=2, num_workers=0)
     with pytest.raises(ValueError, match="standardize_visual needs frozen visual embeddings"):
         plain.training_visual_embeddings()
+
+
+def test_backbone_lr_multiplier_slows_only_the_image_backbone():
+    task = tiny_task(backbone_lr_multiplier=0.0, optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    optimizer = task.configure_optimizers()
+    assert sorted(group["lr"] for group in optimizer.param_groups) == [0.0, 0.1]
+    backbone = task.model.backbone_parameters()
+    in_backbone = {id(p) for p in backbone}
+    others = [p for p in task.parameters() if p.requires_grad and id(p) not in in_backbone]
+    assert backbone and others
+    before = {id(p): p.detach().clone() for p in task.parameters()}
+    task.training_step(random_batch(), 0).backward()
+    optimizer.step()
+    assert all(torch.equal(p, before[id(p)]) for p in backbone)  # the backbone's rate is 0 × 0.1
+    assert all(p.grad is not None for p in backbone)  # ... although the loss reaches it
+    assert sum(not torch.equal(p, before[id(p)]) for p in others) > len(others) // 2

@@ -1,6 +1,6 @@
 """Audio-visual source separation by mix-and-separate (Sound-of-Pixels lineage)."""
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,8 @@ class AVSeparationTask(BaseAVTask):
             "sound_of_pixels" needs ``mask="binary"`` and ``mask_threshold=0.5``, "iquery" ``mask="ratio"`` and
             ``mask_threshold=None`` (soft ratio masks), "clipsep" ``mask_threshold=None`` (soft masks, either
             kind). The test results name it: ``test/protocol/<name>`` is logged as 1.
+        backbone_lr_multiplier: Learning-rate factor of the pre-trained image backbone of the network's frame
+            encoder (Sound of Pixels trains its ImageNet ResNet at a tenth of the audio network's rate); 1: one rate.
         val_backend: BSS Eval implementation during validation ("fast": batched torch).
         test_backend: BSS Eval implementation during testing ("mir_eval": the exact reference).
         optimizer: Optimiser factory.
@@ -69,6 +71,7 @@ class AVSeparationTask(BaseAVTask):
         mask: Literal["binary", "ratio"] = "binary",
         mask_threshold: float | None = None,
         protocol: SeparationProtocol = "default",
+        backbone_lr_multiplier: float = 1.0,
         val_backend: Literal["fast", "mir_eval"] = "fast",
         test_backend: Literal["fast", "mir_eval"] = "mir_eval",
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -82,8 +85,21 @@ class AVSeparationTask(BaseAVTask):
         self.mask = mask
         self.mask_threshold = mask_threshold
         self.protocol = protocol
+        if backbone_lr_multiplier < 0:
+            raise ValueError(f"backbone_lr_multiplier must be >= 0, got {backbone_lr_multiplier}")
+        self.backbone_lr_multiplier = backbone_lr_multiplier
         self.val_metrics = SeparationMetrics(backend=val_backend, protocol=protocol)
         self.test_metrics = SeparationMetrics(backend=test_backend, protocol=protocol)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The image backbone's parameters at ``backbone_lr_multiplier`` × the rate, the others at the rate."""
+        backbone = {id(p) for p in self.model.backbone_parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in trainable if id(p) not in backbone]},
+            {"params": [p for p in trainable if id(p) in backbone], "lr_multiplier": self.backbone_lr_multiplier},
+        ]
+        return [group for group in groups if group["params"]]
 
     # -- the shared forward pass -----------------------------------------------------------------------------
 

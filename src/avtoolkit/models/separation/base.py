@@ -34,6 +34,13 @@ class SeparationModel(nn.Module):
         """Mask logits for every source of every mixture in the batch."""
         raise NotImplementedError
 
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the image backbone of each trainable frame encoder (none with cached embeddings)."""
+        from avtoolkit.models.encoders.visual import PooledFrameEncoder
+
+        encoders = [m for m in self.modules() if isinstance(m, PooledFrameEncoder)]
+        return [p for encoder in encoders for p in encoder.backbone.parameters()]
+
 
 def visual_vectors(batch: Batch, encoder: nn.Module | None, norm: "VisualStandardizer | None" = None) -> Tensor:
     """One visual vector per source, ``(B, N, D)``.
