@@ -94,7 +94,8 @@ def tiny_config(tmp_path: Path, root: Path) -> Path:
     # the quick start's logs, checkpoints and report follow trainer.default_root_dir
     trainer.update(max_epochs=1, limit_train_batches=2, limit_val_batches=1, default_root_dir=str(tmp_path))
     network = config["model"]["init_args"]["model"]["init_args"]
-    network.update(channels=4, unet_depth=3, unet_base_channels=4, unet_max_channels=8, backbone="test_resnet")
+    network.update(channels=4, unet_depth=3, unet_base_channels=4, unet_max_channels=8)
+    network.update(backbone="test_resnet", backbone_weights=None)
     config["model"]["init_args"].update(n_fft=254, hop_length=128, warp_bins=32)
     config["data"]["init_args"].update(root=str(root), window=4095, image_size=32, batch_size=2, num_workers=0)
     tmp_path.mkdir(parents=True, exist_ok=True)

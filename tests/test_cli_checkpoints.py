@@ -12,7 +12,7 @@ from avtoolkit.errors import ConfigError
 CONFIGS = Path(__file__).parents[1] / "configs" / "experiment"
 TINY_UNET = {"channels": 4, "unet_depth": 3, "unet_base_channels": 4, "unet_max_channels": 8}
 TINY_NETWORKS = {
-    "quickstart_sop": {**TINY_UNET, "backbone": "test_resnet"},
+    "quickstart_sop": {**TINY_UNET, "backbone": "test_resnet", "backbone_weights": None},
     "quickstart_dgfnet": {
         **TINY_DGFNET,
         **TINY_UNET,

@@ -41,7 +41,8 @@ TINY = {
         {},
     ),
     "quickstart_sop": (
-        {"channels": 4, "unet_depth": 3, "unet_base_channels": 4, "unet_max_channels": 8, "backbone": "test_resnet"},
+        {"channels": 4, "unet_depth": 3, "unet_base_channels": 4, "unet_max_channels": 8}
+        | {"backbone": "test_resnet", "backbone_weights": None},
         {"n_fft": 254, "hop_length": 128, "warp_bins": 32},
         {"window": 4095},
     ),

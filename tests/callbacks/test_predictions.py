@@ -73,7 +73,7 @@ def segmentation_config(tmp_path: Path) -> Path:
 
 def separation_config(tmp_path: Path) -> Path:
     network = {"channels": 4, "unet_depth": 3, "unet_base_channels": 4, "unet_max_channels": 8}
-    network["backbone"] = "test_resnet"
+    network.update(backbone="test_resnet", backbone_weights=None)
     task = {"n_fft": 254, "hop_length": 128, "warp_bins": 32}
     data = {"window": 4095, "image_size": 32, "batch_size": 4, "num_workers": 0}
     return tiny_config(tmp_path, "quickstart_sop", network, task, data)

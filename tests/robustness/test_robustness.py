@@ -77,10 +77,9 @@ def segmentation(avsbench_trees, tmp_path_factory, one_thread) -> tuple[Path, Pa
 @pytest.fixture(scope="module")
 def separation(music_tree, tmp_path_factory, one_thread) -> dict[str, tuple[Path, Path]]:
     folder = tmp_path_factory.mktemp("robust_sep")
-    sop = tiny_config(
-        folder, "quickstart_sop", music_tree, {**UNET, "backbone": "test_resnet"}, SEPARATION_TASK, SEPARATION_DATA
-    )
-    encoder = {"backbone": "test_resnet", "out_channels": 8, "output_stride": 16, "activation": "none"}
+    network = {**UNET, "backbone": "test_resnet", "backbone_weights": None}
+    sop = tiny_config(folder, "quickstart_sop", music_tree, network, SEPARATION_TASK, SEPARATION_DATA)
+    encoder = {"backbone": "test_resnet", "out_channels": 8, "output_stride": 16, "activation": "none", "weights": None}
     dgfnet = {**TINY_DGFNET, **UNET, "visual_dim": 8}
     config = yaml.safe_load((CONFIGS / "quickstart_dgfnet.yaml").read_text())
     visual = config["model"]["init_args"]["model"]["init_args"]["visual_encoder"]
