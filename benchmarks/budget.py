@@ -9,29 +9,37 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 
 from avtoolkit.cli import lightning_cli
-from avtoolkit.data.synth import generate
+from avtoolkit.data.synth import Holdout, Layout, generate
 from avtoolkit.pretraining import pretrain_backbone, pretrain_vggish
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "experiment"
 SYNTHETIC = Path("data/synthetic")
 AUDIO_WEIGHTS = Path("data/weights/vggish_s4_w025.pt")  # the segmentation quick starts' audio_weights
-BACKBONE_WEIGHTS = Path("data/weights/resnet18_synth_64.pt")  # ... and their backbone_weights
+BACKBONE_WEIGHTS = Path("data/weights/resnet18_synth_64.pt")  # every quick start's backbone weights
+HOLDOUT = Holdout()  # the held-out families of the quick starts' data (`data synth ... --holdout true`)
 
 
-def quickstart_data(layout: str) -> Path:
-    """The small synthetic tree of ``layout`` (generated when missing; a no-op after).
+def quickstart_data(layout: Layout) -> Path:
+    """The small synthetic tree of ``layout`` under the held-out-family protocol, and the pre-trained encoders.
 
-    For the segmentation layouts also the quick starts' pre-trained encoders when missing: the frozen VGGish
-    (the stand-in for AudioSet weights; S4 training categories) and the ResNet-18 (the stand-in for ImageNet
-    weights; fresh synthetic pictures).
+    Generated when missing (a no-op after): the tree (``--holdout true``: the default held-out families), the
+    ResNet-18 backbone every quick start starts from (the stand-in for ImageNet weights; fresh synthetic pictures,
+    never of the held-out picture family) and, for the segmentation layouts, the frozen VGGish (the stand-in for
+    AudioSet weights; the S4 tree's training clips, never of the held-out sound family).
     """
-    root = generate(layout, SYNTHETIC / layout, "small")
+    root = generate(layout, SYNTHETIC / layout, "small", holdout=HOLDOUT)
+    if not BACKBONE_WEIGHTS.exists():
+        result = pretrain_backbone(BACKBONE_WEIGHTS, "resnet18", image_size=64, held_out_pictures=HOLDOUT.pictures)
+        print(
+            f"pre-trained ResNet-18: every object named on {result.val_accuracy:.3f} of the validation pictures, "
+            f"{result.held_out_accuracy:.3f} of the held-out family's"
+        )
     if layout != "music" and not AUDIO_WEIGHTS.exists():
-        result = pretrain_vggish(generate("s4", SYNTHETIC / "s4", "small"), AUDIO_WEIGHTS, width=0.25)
-        print(f"pre-trained VGGish: validation category accuracy {result.val_accuracy:.3f}")
-    if layout != "music" and not BACKBONE_WEIGHTS.exists():
-        result = pretrain_backbone(BACKBONE_WEIGHTS, "resnet18", image_size=64)
-        print(f"pre-trained ResNet-18: validation accuracy (every object named) {result.val_accuracy:.3f}")
+        result = pretrain_vggish(generate("s4", SYNTHETIC / "s4", "small", holdout=HOLDOUT), AUDIO_WEIGHTS, width=0.25)
+        print(
+            f"pre-trained VGGish: category accuracy {result.val_accuracy:.3f} (validation), "
+            f"{result.held_out_accuracy:.3f} (held-out sound family)"
+        )
     return root
 
 

@@ -6,16 +6,19 @@ a fixed top-1 and top-2 instead of the entropy-guided k. Every row starts from t
 frozen VGGish trained to name the S4 training categories, ``avtoolkit pretrain vggish``, and a ResNet-18 trained to
 name the objects of fresh synthetic pictures, ``avtoolkit pretrain backbone``: the stand-ins for the AudioSet and
 ImageNet weights the papers start from), trains for the layout's step budget, keeps the checkpoint with the best
-validation M_J and evaluates it on the held-out test clips twice: as is, and with the audio deranged across the
-whole test split (every clip hears another clip's audio, a seeded random derangement). The distractors are drawn
+validation M_J and evaluates it on the test clips twice: as is, and with the audio deranged across the whole test
+set (every clip hears another clip's audio, a seeded random derangement). On trees of the held-out-family protocol
+(the quick starts' data) every row is evaluated on both test sets: the in-family clips and the held-out-family
+clips (drawn and played by the families no row, nor the pre-trained encoders, trained on). The distractors are drawn
 like the sounding objects but make no sound, so only a model that listens can tell them apart.
 
 Per row: M_J, M_F, both with deranged audio, and for SCMC rows the routing on the clean test frames: mean k per stage
 (visual stream / audio stream), the histogram of k, and each expert's share of the frames.
 
 Targets: full FAVS ≥ baseline on S4 and on MS3 M_J; +SFM ≥ FAVS on M_F (boundaries); full FAVS's mean k < N_e on the
-S4 test frames. Prints the tables, writes ``results.json`` into ``--workdir`` and exits non-zero when a target is
-missed. ``--reuse`` evaluates the checkpoints already in ``--workdir`` again.
+S4 test frames; held-out family: FAVS S4 M_J ≥ 0.5, and deranging the audio lowers it by ≥ 0.15. Prints the
+tables, writes ``results.json`` into ``--workdir`` and exits non-zero when a target is missed. ``--reuse``
+evaluates the checkpoints already in ``--workdir`` again.
 
     .venv/bin/python benchmarks/seg_quality.py [--runs baseline_s4,favs_s4,...] [--s4_steps 1050] [--ms3_steps 600]
 """
@@ -28,25 +31,30 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from avtoolkit.analysis import derangement
 from avtoolkit.data.batch import AUDIO, MASK_VALID, MASKS
-from avtoolkit.data.datamodules import SegmentationDataModule
+from avtoolkit.data.datamodules import SegmentationDataModule, Split
 from avtoolkit.fusion.scmc import SCMC, SCMCOutput
 from avtoolkit.metrics import BinarySegmentationMetrics
 from avtoolkit.tasks.segmentation import AVSegmentationTask
 from budget import budgeted_run, quickstart_data
 
 SFM = {"ars_stages": [8, 16, 32], "msau": True}
-LADDER = {  # name: (label, quick start, network changes)
-    "baseline": ("baseline", "quickstart_favs_baseline", {}),
-    "fded": ("+FDED", "quickstart_favs", {"use_scmc": False}),
-    "favs": ("+FDED+SCMC (FAVS)", "quickstart_favs", {}),
-    "sfm": ("+SFM (ARS+MSAU)", "quickstart_favs", SFM),
-    "top1": ("FAVS, top-1", "quickstart_favs", {"top_k": 1}),
-    "top2": ("FAVS, top-2", "quickstart_favs", {"top_k": 2}),
+LADDER: dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]] = {  # name: (label, quick start, network
+    "baseline": ("baseline", "quickstart_favs_baseline", {}, {}),  # changes, data changes)
+    "fded": ("+FDED", "quickstart_favs", {"use_scmc": False}, {}),
+    "favs": ("+FDED+SCMC (FAVS)", "quickstart_favs", {}, {}),
+    "sfm": ("+SFM (ARS+MSAU)", "quickstart_favs", SFM, {}),
+    "top1": ("FAVS, top-1", "quickstart_favs", {"top_k": 1}, {}),
+    "top2": ("FAVS, top-2", "quickstart_favs", {"top_k": 2}, {}),
+    # not a ladder row: FAVS trained with the negative-audio remedy (robustness suite), on demand
+    "negative": ("FAVS, negative audio 0.2", "quickstart_favs", {}, {"negative_audio_ratio": 0.2}),
 }
-DEFAULT_RUNS = [f"{row}_s4" for row in LADDER] + [f"{row}_ms3" for row in ("baseline", "fded", "favs", "sfm")]
+DEFAULT_RUNS = [f"{row}_s4" for row in LADDER if row != "negative"] + [
+    f"{row}_ms3" for row in ("baseline", "fded", "favs", "sfm")
+]
 
 
 class RoutingStatistics:
@@ -99,12 +107,13 @@ class RoutingStatistics:
 
 
 @torch.no_grad()
-def evaluate(task: AVSegmentationTask, datamodule: SegmentationDataModule) -> dict[str, Any]:
-    """M_J / M_F on the test split as is and with the audio deranged across the whole split; routing statistics."""
+def evaluate(task: AVSegmentationTask, datamodule: SegmentationDataModule, test_set: Split) -> dict[str, Any]:
+    """M_J / M_F on a test set as is and with the audio deranged across the whole set; routing statistics."""
     task.eval()
+    loader = DataLoader(datamodule.datasets[test_set], datamodule.batch_size, num_workers=datamodule.num_workers)
 
     def batches() -> Any:
-        for batch in datamodule.test_dataloader():
+        for batch in loader:
             yield datamodule.on_after_batch_transfer({k: v.to(task.device) for k, v in batch.items()}, 0)
 
     clean, routing = BinarySegmentationMetrics(), RoutingStatistics(task.model)
@@ -132,17 +141,21 @@ def evaluate(task: AVSegmentationTask, datamodule: SegmentationDataModule) -> di
 def run(name: str, steps: int, workdir: Path, reuse: bool) -> dict[str, Any]:
     """Train ladder row ``name`` (``<row>_<layout>``) for ``steps`` (unless reusing); evaluate its best checkpoint."""
     row, layout = name.rsplit("_", 1)
-    _, quickstart, changes = LADDER[row]
+    _, quickstart, changes, data_changes = LADDER[row]
 
     def edit(config: dict[str, Any]) -> None:
         config["model"]["init_args"]["model"]["init_args"].update(changes)
+        config["data"]["init_args"].update(data_changes)
 
     task, datamodule, checkpoint = budgeted_run(
         f"{quickstart}_{layout}", name, None, workdir, reuse, edit=edit, steps=steps
     )
     assert isinstance(task, AVSegmentationTask) and isinstance(datamodule, SegmentationDataModule)
     datamodule.setup("test")
-    return {"step": checkpoint["global_step"], **evaluate(task, datamodule)}
+    results = {"step": checkpoint["global_step"], **evaluate(task, datamodule, "test")}
+    if "test_held_out" in datamodule.test_sets:
+        results["held_out"] = evaluate(task, datamodule, "test_held_out")
+    return results
 
 
 def print_tables(results: dict[str, dict[str, Any]], budgets: dict[str, int]) -> None:
@@ -150,19 +163,26 @@ def print_tables(results: dict[str, dict[str, Any]], budgets: dict[str, int]) ->
         rows = {name: r for name, r in results.items() if name.endswith(f"_{layout}")}
         if not rows:
             continue
-        print(f"\n{layout.upper()}: {budgets[layout]} steps each, best validation checkpoint, held-out test clips")
+        print(f"\n{layout.upper()}: {budgets[layout]} steps each, best validation checkpoint, test clips")
         print(
-            f"| {'row':<20} | step |  M_J  |  M_F  | M_J deranged | Δ M_J | M_F deranged | "
+            f"| {'row':<20} | test set | step |  M_J  |  M_F  | M_J deranged | Δ M_J | M_F deranged | "
             "mean k per stage (visual / audio) |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---|")
-        for name, r in rows.items():
+        print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        for name, row in rows.items():
             label = LADDER[name.rsplit("_", 1)[0]][0]
-            ks = " · ".join(f"{s['visual']['mean_k']:.2f}/{s['audio']['mean_k']:.2f}" for s in r["routing"].values())
-            print(
-                f"| {label:<20} | {r['step']:>4} | {r['mj']:.3f} | {r['mf']:.3f} | {r['mj_deranged']:>12.3f} | "
-                f"{r['mj'] - r['mj_deranged']:>5.3f} | {r['mf_deranged']:>12.3f} | {ks or '—'} |"
-            )
+            sets = {"in-family": row, "held-out family": row.get("held_out")}
+            for test_set, r in sets.items():
+                if r is None:
+                    continue
+                ks = " · ".join(
+                    f"{s['visual']['mean_k']:.2f}/{s['audio']['mean_k']:.2f}" for s in r["routing"].values()
+                )
+                print(
+                    f"| {label:<20} | {test_set} | {row['step']:>4} | {r['mj']:.3f} | {r['mf']:.3f} | "
+                    f"{r['mj_deranged']:>12.3f} | {r['mj'] - r['mj_deranged']:>5.3f} | {r['mf_deranged']:>12.3f} | "
+                    f"{ks or '—'} |"
+                )
         for name, r in rows.items():
             for stage, stats in r["routing"].items():
                 for stream in ("visual", "audio"):
@@ -210,6 +230,11 @@ def main() -> int:
         experts = len(next(iter(routing))["visual"]["usage"])
         dynamic = all(s[stream]["mean_k"] < experts for s in routing for stream in ("visual", "audio"))
         checks.append((f"S4: FAVS mean k < N_e = {experts} in every stage and stream", dynamic))
+        held = results["favs_s4"].get("held_out")
+        if held is not None:
+            checks.append(("S4: FAVS held-out family M_J >= 0.5", held["mj"] >= 0.5))
+            drop = held["mj"] - held["mj_deranged"]
+            checks.append(("S4: FAVS held-out family, deranging the audio lowers M_J by >= 0.15", drop >= 0.15))
     for text, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     return 0 if all(ok for _, ok in checks) else 1
