@@ -1,6 +1,7 @@
 """Light commands start without the heavy libraries: `avtoolkit data check` imports neither torch nor Lightning."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,13 @@ def test_data_check_of_a_broken_tree_imports_neither_torch_nor_lightning(tmp_pat
 
     make_avss(tmp_path, broken={"unknown_colour", "corrupt_wav", "missing_frame"})
     assert run_command(["data", "check", "avss", str(tmp_path)]) == {"status": 1, "imported": []}
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("0", "0")])
+def test_importing_the_toolkit_keeps_libraries_off_the_hub_unless_told(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    if given is not None:
+        env["HF_HUB_OFFLINE"] = given
+    code = "import os, avtoolkit; print(os.environ['HF_HUB_OFFLINE'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert result.stdout.strip() == expected
