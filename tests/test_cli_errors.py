@@ -82,9 +82,9 @@ def test_missing_encoder_weights_are_listed_at_once_with_the_commands_that_make_
         "  data/weights/resnet18_synth_64.pt  (model.init_args.model.init_args.backbone_weights)",
         "  data/weights/vggish_s4_w025.pt     (model.init_args.model.init_args.audio_weights)",
         "Make them with (from the config's comments):",
-        "  avtoolkit data synth s4 data/synthetic/s4 --size small",
+        "  avtoolkit data synth s4 data/synthetic/s4 --size small --holdout true",
         "  avtoolkit pretrain vggish data/synthetic/s4 data/weights/vggish_s4_w025.pt --width 0.25",
-        "  avtoolkit pretrain backbone data/weights/resnet18_synth_64.pt --backbone resnet18 --image_size 64",
+        "  avtoolkit pretrain backbone data/weights/resnet18_synth_64.pt --held_out_pictures openclipart",
         "Or start from random weights: set the option to null "
         "(e.g. --model.init_args.model.init_args.backbone_weights null).",
     ]

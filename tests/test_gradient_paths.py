@@ -63,7 +63,7 @@ SHRINK: dict[str, dict[str, Any]] = {  # by network class: test sizes, random in
         "decoder_layers": 1,
     },
 }
-VISUAL_ENCODER = {"backbone": "test_resnet", "out_channels": 12}  # a trainable frame encoder, shrunk
+VISUAL_ENCODER = {"backbone": "test_resnet", "out_channels": 12, "weights": None}  # a trainable frame encoder, shrunk
 
 
 def network_configs() -> dict[str, dict[str, Any]]:

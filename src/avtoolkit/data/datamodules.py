@@ -300,6 +300,10 @@ class BaseAVDataModule(LightningDataModule):
             )
         return DataLoader(dataset, shuffle=False, **options)
 
+    def dataloader(self, split: Split) -> DataLoader[dict[str, Tensor]]:
+        """The loader of one split or test set (built by :meth:`setup`), as the trainer gets it."""
+        return self._loader(split)
+
     def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
         """Shuffled training batches (the last incomplete batch dropped)."""
         return self._loader("train")

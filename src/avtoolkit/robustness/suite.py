@@ -167,12 +167,6 @@ SAMPLE_INDEX = "sample_index"
 """Batch key of each sample's index in its split, when the datamodule adds it."""
 
 
-def _test_loader(datamodule: Any) -> DataLoader[Any]:
-    """The loader of the datamodule's ``test`` set (its in-family clips on a tree of the held-out-family protocol)."""
-    loaders = datamodule.test_dataloader()
-    return loaders[0] if isinstance(loaders, list) else loaders
-
-
 def _batches(loader: DataLoader, limit: int | None) -> Iterator[tuple[int, list[int], Batch]]:
     """``(batch index, index of each sample in the split, batch)``.
 
@@ -390,7 +384,7 @@ def _segmentation_pass(
     def read_donor(index: int) -> tuple[Tensor, int]:
         return read_clip_audio(dataset.clips[index], dataset.n_samples)
 
-    for index, samples, cpu_batch in _batches(_test_loader(datamodule), limit_batches):
+    for index, samples, cpu_batch in _batches(datamodule.dataloader("test"), limit_batches):
         if WAVEFORM not in cpu_batch:
             raise ValueError("the test batches carry no waveform (a log-mel cache?): audio corruptions need the audio")
         batch = _to_device(cpu_batch, device)
@@ -552,7 +546,7 @@ def _separation_pass(
     gate = getattr(task.model, "gate", None)
     recorder = GateRecorder(gate) if gate is not None else None
     energies: list[Tensor] = []
-    for index, samples, cpu_batch in _batches(_test_loader(datamodule), limit_batches):
+    for index, samples, cpu_batch in _batches(datamodule.dataloader("test"), limit_batches):
         batch = datamodule.on_after_batch_transfer(_to_device(cpu_batch, device), 0)
         if severity > 0 and name != "clean":
             generator = case_generator(seed, name, severity, index)
