@@ -596,8 +596,8 @@ def _help() -> str:
 
 
 def robustness(
-    experiment: Path | list[Path],
-    ckpt_path: Path | list[Path],
+    experiment: Path | list[Path] | None = None,
+    ckpt_path: Path | list[Path] | None = None,
     corruptions: list[str] | None = None,
     severities: list[int] | None = None,
     out: Path | None = None,
@@ -615,8 +615,9 @@ def robustness(
     Writes report.md, metrics.json and one figure per corruption into reports/<experiment>/robustness.
 
     Args:
-        experiment: The experiment config the checkpoints were trained with, or one config per checkpoint.
-        ckpt_path: The checkpoint to evaluate, or a list of them (one comparison table).
+        experiment: The experiment config the checkpoints were trained with, or one config per checkpoint
+            (required).
+        ckpt_path: The checkpoint to evaluate, or a list of them (one comparison table; required).
         corruptions: Which corruptions to run (default: all of the task's; the report lists their names).
         severities: Severities from 0 (clean: reproduces the clean metrics) to 3 (default: 1 2 3).
         out: Report folder (default: reports/<experiment name>/robustness); replaced atomically.
@@ -625,6 +626,12 @@ def robustness(
         limit_batches: Evaluate only the first N test batches (a quick look).
         device: Where the models run (default: cuda when available, else cpu).
     """
+    if experiment is None or ckpt_path is None:
+        missing = " and ".join(f"--{n}" for n, v in (("experiment", experiment), ("ckpt_path", ckpt_path)) if v is None)
+        raise ConfigError(
+            f"avtoolkit robustness needs {missing}: e.g. avtoolkit robustness --experiment "
+            "configs/experiment/quickstart_sop.yaml --ckpt_path runs/quickstart_sop/checkpoints/best.ckpt"
+        )
     from avtoolkit.robustness import run_robustness
 
     folder = run_robustness(experiment, ckpt_path, corruptions, severities, out, seed, backend, limit_batches, device)

@@ -368,7 +368,14 @@ def test_separation_report_compares_models(separation_report):
 def test_the_command_writes_the_report_and_prints_its_path(segmentation, tmp_path, capsys):
     config, ckpt = segmentation
     out = tmp_path / "robustness"
-    args = [str(config), str(ckpt), "--corruptions", "[negative_silence]", "--severities", "[1]", "--out", str(out)]
-    main(["robustness", *args, "--limit_batches", "1", "--device", "cpu"])
+    args = ["--experiment", str(config), "--ckpt_path", str(ckpt), "--corruptions", "[negative_silence]"]
+    main(["robustness", *args, "--severities", "[1]", "--out", str(out), "--limit_batches", "1", "--device", "cpu"])
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"Report: {out / 'report.md'}"
     assert "negative_silence" in read_report(out)["checkpoints"][next(iter(read_report(out)["checkpoints"]))]["cases"]
+
+
+def test_the_command_names_the_options_it_lacks(segmentation, capsys):
+    config, _ = segmentation
+    with pytest.raises(SystemExit):
+        main(["robustness", "--experiment", str(config)])
+    assert "avtoolkit robustness needs --ckpt_path: e.g." in capsys.readouterr().err
