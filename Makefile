@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: demo test install system-deps lint docs benchmarks clean
 
-demo: install system-deps ## Generate the small synthetic MUSIC data, train + test Sound of Pixels, write a report
+demo: install system-deps ## Synthetic MUSIC data, the pre-trained backbone, train + test Sound of Pixels, a report
 	$(BIN)/avtoolkit data synth music data/synthetic/music --size small --holdout true
 	$(MAKE) --no-print-directory $(BACKBONE)
 	$(BIN)/avtoolkit fit --config configs/experiment/quickstart_sop.yaml
