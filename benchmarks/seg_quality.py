@@ -31,7 +31,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from avtoolkit.analysis import derangement
 from avtoolkit.data.batch import AUDIO, MASK_VALID, MASKS
@@ -110,10 +109,9 @@ class RoutingStatistics:
 def evaluate(task: AVSegmentationTask, datamodule: SegmentationDataModule, test_set: Split) -> dict[str, Any]:
     """M_J / M_F on a test set as is and with the audio deranged across the whole set; routing statistics."""
     task.eval()
-    loader = DataLoader(datamodule.datasets[test_set], datamodule.batch_size, num_workers=datamodule.num_workers)
 
     def batches() -> Any:
-        for batch in loader:
+        for batch in datamodule.dataloader(test_set):
             yield datamodule.on_after_batch_transfer({k: v.to(task.device) for k, v in batch.items()}, 0)
 
     clean, routing = BinarySegmentationMetrics(), RoutingStatistics(task.model)
