@@ -31,7 +31,7 @@ def quickstart_data(layout: Layout) -> Path:
     if not BACKBONE_WEIGHTS.exists():
         result = pretrain_backbone(BACKBONE_WEIGHTS, "resnet18", image_size=64, held_out_pictures=HOLDOUT.pictures)
         print(
-            f"pre-trained ResNet-18: every object named on {result.val_accuracy:.3f} of the validation pictures, "
+            f"pre-trained ResNet-18: the object named on {result.val_accuracy:.3f} of the validation pictures, "
             f"{result.held_out_accuracy:.3f} of the held-out family's"
         )
     if layout != "music" and not AUDIO_WEIGHTS.exists():

@@ -1,6 +1,8 @@
 """Encoder pre-training: VGGish learns the categories of the training clips, a backbone the objects of fresh
 pictures; both save weights the models load."""
 
+import unicodedata
+
 import numpy as np
 import pytest
 import torch
@@ -11,13 +13,20 @@ from avtoolkit.cli import main
 from avtoolkit.data.datamodules import SegmentationDataModule
 from avtoolkit.data.synth import held_out_clips, scenes
 from avtoolkit.data.synth.assets import find_assets
-from avtoolkit.data.synth.pictures import pictures_of
+from avtoolkit.data.synth.pictures import PICTURES, STYLES, generic_emoji, pictures_of
 from avtoolkit.data.synth.scenes import FRAME_SIZE, still_scene
 from avtoolkit.models.encoders.multiscale import MultiScaleBackbone
 from avtoolkit.models.encoders.vggish import VGGish
 from avtoolkit.models.segmentation.favs import FAVS, AudioFeatureMap
 from avtoolkit.models.segmentation.tpavi import TPAVINet
-from avtoolkit.pretraining import MAX_OBJECTS, PICTURE_NAMES, pretrain_backbone, pretrain_vggish, render_stills
+from avtoolkit.pretraining import (
+    MAX_OBJECTS,
+    PICTURE_NAMES,
+    pretrain_backbone,
+    pretrain_vggish,
+    render_stills,
+    still_classes,
+)
 
 
 def test_pretrained_vggish_loads_at_its_width_and_changes_the_network(synthetic_trees, tmp_path):
@@ -63,10 +72,45 @@ def test_pretraining_needs_steps(synthetic_trees, tmp_path):
 
 
 def test_a_still_shows_each_of_its_pictures():
-    frame, owner = still_scene(["violin", "drum", "bird"], np.random.default_rng(0), find_assets())
+    assets = find_assets()
+    pictures = [pictures_of(name, assets.picture_families)[0] for name in ("violin", "drum", "bird")]
+    frame, owner = still_scene(pictures, np.random.default_rng(0), assets)
     assert frame.shape == (FRAME_SIZE, FRAME_SIZE, 3) and frame.dtype == np.uint8
     assert set(np.unique(owner).tolist()) == {-1, 0, 1, 2}  # the backdrop and each object (overlaps are small)
     assert all((owner == k).sum() > 200 for k in range(3))
+
+
+def test_a_still_redraws_the_share_of_its_pictures_it_is_asked_to(monkeypatch):
+    assets = find_assets()
+    styles: list[str] = []
+    redraw = scenes.redraw
+
+    def recorded(image, style, rng):
+        styles.append(style)
+        return redraw(image, style, rng)
+
+    monkeypatch.setattr(scenes, "redraw", recorded)
+    violin = pictures_of("violin", ("noto",))
+    for seed in range(60):
+        still_scene(violin, np.random.default_rng(seed), assets, restyle=0.0)
+    assert styles == []
+    for seed in range(60):
+        still_scene(violin, np.random.default_rng(seed), assets, restyle=0.5)
+    assert 15 <= len(styles) <= 45 and set(styles) == set(STYLES)
+
+
+def test_generic_emoji_are_other_things_every_emoji_family_draws():
+    assets = find_assets()
+    generic = generic_emoji(assets)
+    assert len(generic) > 500 and len(set(generic)) == len(generic)
+    used = {p.ref for depictions in PICTURES.values() for p in depictions}
+    assert not used & set(generic), "no dataset object is a generic class"
+    assert not any("SIGN" in unicodedata.name(e) or "FLAG" in unicodedata.name(e) for e in generic)
+    classes = still_classes(assets, ("noto", "twemoji", "drawn"), generic=True)
+    assert len(classes) == len(PICTURE_NAMES) + len(generic)
+    assert all({p.family for p in depictions} == {"noto", "twemoji"} for depictions in classes[len(PICTURE_NAMES) :])
+    assert not any(still_classes(assets, ("drawn",), True)[len(PICTURE_NAMES) :]), "no emoji family, no generic one"
+    assert len(still_classes(assets, ("noto",), generic=False)) == len(PICTURE_NAMES)
 
 
 def test_stills_are_labelled_with_the_objects_they_show_and_seeded_per_picture():
@@ -80,10 +124,22 @@ def test_stills_are_labelled_with_the_objects_they_show_and_seeded_per_picture()
     assert not torch.equal(images, render_stills(6, 32, seed=4, assets=assets, workers=1, progress=False)[0])
 
 
+def test_the_share_of_generic_objects_is_the_one_asked_for():
+    assets = find_assets()
+    _, labels = render_stills(40, 16, seed=0, assets=assets, generic=0.5, workers=1, progress=False)
+    assert labels.shape[1] == len(PICTURE_NAMES) + len(generic_emoji(assets))
+    assert 0.3 < labels[:, len(PICTURE_NAMES) :].sum() / labels.sum() < 0.7
+    _, labels = render_stills(40, 16, seed=0, assets=assets, generic=0.1, workers=1, progress=False)
+    assert 0.0 < labels[:, len(PICTURE_NAMES) :].sum() / labels.sum() < 0.25
+    _, labels = render_stills(20, 16, 0, assets, objects=1, workers=1, progress=False)
+    assert labels.shape[1] == len(PICTURE_NAMES) and (labels.sum(1) == 1).all()
+
+
 def test_pretrained_backbone_loads_into_the_segmentation_models(tmp_path):
     out = tmp_path / "weights" / "backbone.pt"
     result = pretrain_backbone(out, "test_resnet", 32, images=8, steps=2, batch_size=4, workers=1, progress=False)
-    assert result.path == out and result.steps == 2 and result.n_categories == len(PICTURE_NAMES)
+    assert result.path == out and result.steps == 2
+    assert result.n_categories == len(PICTURE_NAMES)
     assert 0.0 <= result.val_accuracy <= 1.0
     assert not list(out.parent.glob(".*.tmp")), "the atomic write leaves no temporary file"
     state = torch.load(out, weights_only=True)
@@ -109,19 +165,19 @@ def test_pretrain_backbone_command(tmp_path, capsys):
 def test_stills_of_some_families_draw_only_from_them_and_show_only_what_they_depict(monkeypatch):
     assets = find_assets()
     drawn: list[str] = []
-    choose = scenes.pictures_of
+    still = pretraining.still_scene
 
-    def recorded(name: str, families: tuple[str, ...]) -> list:
-        choices = choose(name, families)
-        drawn.extend(p.family for p in choices)
-        return choices
+    def recorded(pictures, *args):
+        drawn.extend(p.family for p in pictures)
+        return still(pictures, *args)
 
-    monkeypatch.setattr(scenes, "pictures_of", recorded)
+    monkeypatch.setattr(pretraining, "still_scene", recorded)
     _, labels = render_stills(12, 32, seed=0, assets=assets, workers=1, progress=False, families=("openclipart",))
     assert set(drawn) == {"openclipart"}
     depicted = [bool(pictures_of(name, ("openclipart",))) for name in PICTURE_NAMES]
-    assert not labels[:, [not d for d in depicted]].any()  # no class openclipart has no picture of
-    assert labels[:, depicted].sum() > 12 / 2
+    assert not labels[:, : len(PICTURE_NAMES)][:, [not d for d in depicted]].any()  # none openclipart lacks
+    assert not labels[:, len(PICTURE_NAMES) :].any(), "openclipart draws no generic emoji"
+    assert labels[:, : len(PICTURE_NAMES)][:, depicted].sum() > 12 / 2
 
 
 def test_backbone_with_a_held_out_family_never_trains_on_it_and_is_scored_on_it(tmp_path, monkeypatch):
@@ -129,7 +185,7 @@ def test_backbone_with_a_held_out_family_never_trains_on_it_and_is_scored_on_it(
     render = pretraining.render_stills
 
     def recorded(*args, **kwargs):
-        calls.append(args[6] if len(args) > 6 else kwargs.get("families"))
+        calls.append((args[4], args[6], args[7]))  # families, generic share, restyle share
         return render(*args, **kwargs)
 
     monkeypatch.setattr(pretraining, "render_stills", recorded)
@@ -144,9 +200,13 @@ def test_backbone_with_a_held_out_family_never_trains_on_it_and_is_scored_on_it(
         workers=1,
         progress=False,
         held_out_pictures="openclipart",
+        generic_pictures=0.25,
+        restyle=0.5,
     )
-    training, validation, held_out = calls
+    assert result.n_categories == len(PICTURE_NAMES) + len(generic_emoji(find_assets()))
+    (training, *training_shares), (validation, *validation_shares), (held_out, *held_out_shares) = calls
     assert training == validation and "openclipart" not in training and len(training) >= 2
+    assert training_shares == [0.25, 0.5] and validation_shares == held_out_shares == [0.0, 0.0]  # scored as drawn
     assert held_out == ("openclipart",) and result.held_out_accuracy is not None
     assert 0.0 <= result.held_out_accuracy <= 1.0
     with pytest.raises(ValueError, match="held_out_pictures 'clipart' is not a picture family in use"):
@@ -156,6 +216,8 @@ def test_backbone_with_a_held_out_family_never_trains_on_it_and_is_scored_on_it(
 def test_backbone_pretraining_needs_pictures_and_steps(tmp_path):
     with pytest.raises(ValueError, match="images and steps must be >= 1"):
         pretrain_backbone(tmp_path / "w.pt", "test_resnet", images=0)
+    with pytest.raises(ValueError, match=r"restyle is a share of the training objects, in \[0, 1\]; got 1.5"):
+        pretrain_backbone(tmp_path / "w.pt", "test_resnet", restyle=1.5)
     assert not (tmp_path / "w.pt").exists()
 
 

@@ -301,8 +301,10 @@ def backbone(
     seed: int = 0,
     workers: int | None = None,
     held_out_pictures: str | None = None,
+    generic_pictures: float = 0.0,
+    restyle: float = 0.0,
 ) -> None:
-    """Pre-train an image backbone to name the objects of fresh synthetic pictures (no ImageNet here).
+    """Pre-train an image backbone to name the objects of fresh synthetic pictures (the stand-in for ImageNet).
 
     Writes a timm state dict for the segmentation models' ``backbone_weights`` (same backbone and image size).
 
@@ -318,11 +320,24 @@ def backbone(
         workers: Processes rendering the pictures (default: every core).
         held_out_pictures: The held-out picture family of a `data synth ... --holdout true` dataset: never trained
             on, and the accuracy is also reported on pictures drawn only by it.
+        generic_pictures: Share of the training objects that are generic emoji (about 900 other things).
+        restyle: Share of the training objects drawn in another style (grayscale, silhouette, outline).
     """
-    from avtoolkit.pretraining import pretrain_backbone
+    from avtoolkit.pretraining import PICTURE_NAMES, pretrain_backbone
 
     result = pretrain_backbone(
-        out, backbone, image_size, images, steps, batch_size, lr, seed, workers, held_out_pictures=held_out_pictures
+        out,
+        backbone,
+        image_size,
+        images,
+        steps,
+        batch_size,
+        lr,
+        seed,
+        workers,
+        held_out_pictures=held_out_pictures,
+        generic_pictures=generic_pictures,
+        restyle=restyle,
     )
     held_out = (
         ""
@@ -331,8 +346,8 @@ def backbone(
     )
     print(
         f"{backbone} ({image_size} px) written to {result.path}: {result.n_categories} object classes, "
-        f"validation accuracy (every object named, no other) {result.val_accuracy:.3f}{held_out} after "
-        f"{result.steps} steps"
+        f"validation accuracy (a picture's object named among the datasets' {len(PICTURE_NAMES)}) "
+        f"{result.val_accuracy:.3f}{held_out} after {result.steps} steps"
     )
 
 

@@ -20,7 +20,15 @@ from avtoolkit.data.synth import (
     plan,
 )
 from avtoolkit.data.synth import assets as synth_assets
-from avtoolkit.data.synth.pictures import PICTURES, Appearance, pictures_of, random_appearance, sprite, vary
+from avtoolkit.data.synth.pictures import (
+    PICTURES,
+    Appearance,
+    pictures_of,
+    random_appearance,
+    redraw,
+    sprite,
+    vary,
+)
 from avtoolkit.data.synth.sounds import VOICES, Timbre, compose, equalise, random_timbre, render_clip
 from avtoolkit.errors import ConfigError
 
@@ -180,6 +188,29 @@ def test_blur_softens_the_edges(assets):
     soft = _rgba(vary(image, Appearance(blur=0.01)))[..., 3]
     partial = lambda a: ((a > 20) & (a < 235)).sum()  # noqa: E731
     assert partial(soft) > 1.5 * partial(sharp)
+
+
+def test_redraw_styles_keep_the_shape_and_change_the_drawing(assets):
+    image = _violin(assets)  # a colourful sprite
+    plain = _rgba(image)
+    opaque = plain[..., 3] == 255
+    rng = np.random.default_rng(0)
+    gray = _rgba(redraw(image, "grayscale", rng))
+    assert (gray[..., 3] == plain[..., 3]).all() and (gray[..., 0] == gray[..., 1]).all()
+    assert (gray[..., 1] == gray[..., 2]).all() and gray[opaque][:, 0].std() > 20, "shading kept, colour gone"
+    silhouette = _rgba(redraw(image, "silhouette", rng))
+    filled = silhouette[silhouette[..., 3] == 255][:, :3]
+    assert len(np.unique(filled, axis=0)) == 1 and (filled < 90).all(), "one dark colour"
+    assert ((silhouette[..., 3] > 127) == (plain[..., 3] > 127)).all()
+    outline = _rgba(redraw(image, "outline", rng))
+    inside = outline[..., 3] == 255
+    assert set(np.unique(outline[inside][:, :3])) == {0, 255}, "black lines on white"
+    black = inside & (outline[..., 0] == 0)
+    assert 0.1 < black.sum() / inside.sum() < 0.9
+    contour = opaque & ~np.pad(opaque, 1)[2:, 1:-1] | opaque & ~np.pad(opaque, 1)[:-2, 1:-1]
+    assert black[contour].mean() > 0.9, "the contour is drawn"
+    with pytest.raises(ValueError, match="unknown style 'sketch'"):
+        redraw(image, "sketch", rng)
 
 
 def test_two_clips_of_one_family_differ_and_families_differ(assets):

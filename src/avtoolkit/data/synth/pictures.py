@@ -13,6 +13,8 @@ the occlusion by the sprites pasted later, exceeds one half.
 """
 
 import io
+import os
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,6 +32,7 @@ from avtoolkit.data.synth.assets import (
     check_emoji,
     check_svg_files,
     emoji_file_name,
+    missing_emoji,
 )
 from avtoolkit.data.synth.drawings import DRAWINGS, VARIANTS, draw
 from avtoolkit.utils.imports import lazy_import
@@ -114,6 +117,42 @@ PICTURES: dict[str, tuple[Picture, ...]] = {
 def pictures_of(name: str, families: tuple[str, ...] | list[str]) -> list[Picture]:
     """The depictions of ``name`` in ``families``."""
     return [p for p in PICTURES[name] if p.family in families]
+
+
+PICTOGRAPH_BLOCKS = ((0x1F300, 0x1F5FF), (0x1F680, 0x1F6FF), (0x1F900, 0x1F9FF), (0x1FA70, 0x1FAFF))
+"""Unicode blocks of pictographs (nature, food, objects, transport, animals, people): the generic emoji's source."""
+
+NOT_A_THING = ("SIGN", "SYMBOL", "BUTTON", "SQUARED", "ARROW", "CLOCK", "CIRCLE", "SQUARE", "HEART", "MARK", "FLAG")
+"""Words of the Unicode names of pictographs that are signs or geometric marks rather than things."""
+
+
+@cache
+def generic_emoji(assets: Assets) -> tuple[str, ...]:
+    """Emoji of things other than the datasets' objects that every emoji family in use draws.
+
+    Single code points of :data:`PICTOGRAPH_BLOCKS` (skin-tone modifiers and names with a word of
+    :data:`NOT_A_THING` left out), without the emoji of :data:`PICTURES`: about 900 with the pinned packages.
+    Pictures of many other things, each by several artists, teach a backbone what changes with the artist and
+    what with the object.
+    """
+    used = {p.ref for pictures in PICTURES.values() for p in pictures if p.family in EMOJI_FAMILIES}
+    candidates = [
+        chr(point)
+        for first, last in PICTOGRAPH_BLOCKS
+        for point in range(first, last + 1)
+        if not 0x1F3FB <= point <= 0x1F3FF  # skin-tone modifiers
+        and (name := unicodedata.name(chr(point), ""))
+        and not any(word in name for word in NOT_A_THING)
+        and chr(point) not in used
+    ]
+    for family in (f for f in EMOJI_FAMILIES if f in assets.picture_families):
+        if family == "noto":
+            missing = set(missing_emoji(assets.emoji_font, candidates))
+            candidates = [e for e in candidates if e not in missing]
+        else:
+            files = set(os.listdir(assets.folder_of(family)))
+            candidates = [e for e in candidates if emoji_file_name(family, e) in files]
+    return tuple(candidates)
 
 
 class Pose(NamedTuple):
@@ -253,6 +292,41 @@ def vary(image: Image.Image, look: Appearance) -> Image.Image:
         out = padded.filter(ImageFilter.GaussianBlur(look.blur * max(out.size)))
     box = out.getchannel(3).getbbox()
     return out.crop(box) if box is not None else out
+
+
+STYLES = ("grayscale", "silhouette", "outline")
+"""Other ways to draw a sprite (:func:`redraw`): what an artist of another family might have made of it."""
+
+OUTLINE_WIDTH = 1 / 60
+"""Line width of the ``outline`` style, as a fraction of the sprite's longest side."""
+
+
+def redraw(image: Image.Image, style: str, rng: np.random.Generator) -> Image.Image:
+    """``image`` ("RGBa" sprite) drawn in ``style`` of :data:`STYLES` ("RGBa", same size).
+
+    ``grayscale`` keeps the shading without the colours; ``silhouette`` fills the shape with one dark colour;
+    ``outline`` is a line drawing: black lines along the colour edges and the contour, white inside.
+    """
+    rgba = image.convert("RGBA")
+    alpha = rgba.getchannel("A")
+    if style == "grayscale":
+        gray = rgba.convert("L")
+        return Image.merge("RGBA", (gray, gray, gray, alpha)).convert("RGBa")
+    solid = alpha.point(lambda a: 255 if a > 127 else 0)
+    if style == "silhouette":
+        flat = Image.new("RGBA", rgba.size, (*(int(v) for v in rng.integers(0, 90, 3)), 255))
+        flat.putalpha(solid)
+        return flat.convert("RGBa")
+    if style != "outline":
+        raise ValueError(f"unknown style {style!r}: one of {', '.join(STYLES)}")
+    edges = np.maximum(
+        np.asarray(rgba.convert("L").filter(ImageFilter.FIND_EDGES)), np.asarray(solid.filter(ImageFilter.FIND_EDGES))
+    )
+    width = 2 * round(OUTLINE_WIDTH * max(rgba.size)) + 1
+    lines = np.asarray(Image.fromarray((edges > 40).astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(width))) > 0
+    rgb = np.where(lines[..., None], 0, 255).astype(np.uint8).repeat(3, axis=2)
+    shape = np.maximum(np.asarray(solid), lines.astype(np.uint8) * 255)
+    return Image.fromarray(np.dstack([rgb, shape]), "RGBA").convert("RGBa")
 
 
 def _render_emoji(emoji: str, font_path: Path) -> Image.Image:

@@ -18,6 +18,7 @@ from PIL import Image
 from avtoolkit.data.errors import DatasetError
 from avtoolkit.data.synth.assets import Assets
 from avtoolkit.data.synth.pictures import (
+    STYLES,
     Backdrop,
     Picture,
     Pose,
@@ -27,6 +28,7 @@ from avtoolkit.data.synth.pictures import (
     posed,
     posed_size,
     random_appearance,
+    redraw,
     resized,
     vary,
     working_sprite,
@@ -209,22 +211,23 @@ def segmentation_scene(
 
 
 def still_scene(
-    pictures: list[str], rng: np.random.Generator, assets: Assets, families: tuple[str, ...] | None = None
+    pictures: list[Picture], rng: np.random.Generator, assets: Assets, restyle: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One frame showing ``pictures`` (keys of :data:`~avtoolkit.data.synth.pictures.PICTURES`, back to front).
+    """One frame showing ``pictures`` (back to front), without motion or sound.
 
-    Each is a random depiction from ``families`` (default: the picture families in use) with a random
-    appearance, placed, posed and composited like a segmentation scene's first frame, without motion or sound.
+    Each gets a random appearance and, with probability ``restyle``, is first drawn in a random style of
+    :data:`~avtoolkit.data.synth.pictures.STYLES`; all are placed, posed and composited like a segmentation
+    scene's first frame.
 
     Returns:
         The (H, W, 3) uint8 frame and its (H, W) int8 owner map (index into ``pictures``, -1 for background).
     """
     images = []
-    for name in pictures:
-        choices = pictures_of(name, families or assets.picture_families)
-        if not choices:
-            raise DatasetError(f"no picture of {name!r} in the picture families {families}")
-        images.append(vary(working_sprite(choices[int(rng.integers(len(choices)))], assets), random_appearance(rng)))
+    for picture in pictures:
+        image = working_sprite(picture, assets)
+        if rng.random() < restyle:
+            image = redraw(image, STYLES[int(rng.integers(len(STYLES)))], rng)
+        images.append(vary(image, random_appearance(rng)))
     tracks = place([image.size for image in images], [0.0], rng)
     frames, owners, _ = render(
         backdrop(rng, assets.backgrounds_dir, FRAME_SIZE), images, [[track.pose(0.0)] for track in tracks], [0.0]
