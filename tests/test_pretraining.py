@@ -2,6 +2,7 @@
 pictures; both save weights the models load."""
 
 import unicodedata
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -160,6 +161,19 @@ def test_pretrain_backbone_command(tmp_path, capsys):
     args = ["--backbone", "test_resnet", "--image_size", "32", "--images", "4", "--steps", "1", "--workers", "1"]
     main(["pretrain", "backbone", str(out), *args])
     assert out.is_file() and f"written to {out}" in capsys.readouterr().out
+
+
+def test_a_still_takes_the_other_kind_of_object_when_one_is_used_up(monkeypatch):
+    # Two generic emoji and stills of up to four objects, all asked to be generic: the rest are the datasets'.
+    monkeypatch.setattr(pretraining, "generic_emoji", lambda assets: ("\U0001f436", "\U0001f431"))
+    pretraining.still_classes.cache_clear()
+    try:
+        job = pretraining._StillJob(0, 0, 16, find_assets(), ("noto",), 4, 1.0, 0.0)
+        shown = [pretraining._render_still(replace(job, index=i))[1] for i in range(12)]
+    finally:
+        pretraining.still_classes.cache_clear()
+    assert all(s.shape == (len(PICTURE_NAMES) + 2,) for s in shown)
+    assert any(s[len(PICTURE_NAMES) :].all() and s[: len(PICTURE_NAMES)].any() for s in shown)
 
 
 def test_stills_of_some_families_draw_only_from_them_and_show_only_what_they_depict(monkeypatch):

@@ -231,10 +231,9 @@ def _render_still(job: _StillJob) -> tuple[np.ndarray, np.ndarray]:
     count = min(1 + int(rng.integers(job.objects)), len(named) + len(generic))
     chosen: list[int] = []
     while len(chosen) < count:  # each object a generic one with probability job.generic
-        pool = generic if generic and rng.random() < job.generic else named
-        k = pool[int(rng.integers(len(pool)))]
-        if k not in chosen:
-            chosen.append(k)
+        pool = [k for k in (generic if generic and rng.random() < job.generic else named) if k not in chosen]
+        pool = pool or [k for k in named + generic if k not in chosen]  # that kind is used up: the other
+        chosen.append(pool[int(rng.integers(len(pool)))])
     pictures = [classes[k][int(rng.integers(len(classes[k])))] for k in chosen]
     frame, owner = still_scene(pictures, rng, job.assets, job.restyle)
     shows = np.zeros(len(classes), dtype=bool)
