@@ -306,7 +306,8 @@ def backbone(
 ) -> None:
     """Pre-train an image backbone to name the objects of fresh synthetic pictures (the stand-in for ImageNet).
 
-    Writes a timm state dict for the segmentation models' ``backbone_weights`` (same backbone and image size).
+    Writes a timm state dict for a model's ``backbone_weights`` or a frame encoder's ``weights`` (same backbone and
+    image size): every quick start of both tasks starts from it.
 
     Args:
         out: State-dict file to write.
